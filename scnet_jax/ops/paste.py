@@ -1,0 +1,64 @@
+"""Pasting 28x28 mask probabilities into the image (host, NumPy).
+
+mmdetection's `_do_paste_mask`: for every pixel centre (x + 0.5, y + 0.5)
+the grid coordinate is (x + 0.5 - x0) / (x1 - x0) * 2 - 1, sampled with
+`grid_sample(bilinear, zeros, align_corners=False)`, then thresholded. The
+sampling grid is separable, so each paste is Wy @ M @ Wx^T with sparse
+interpolation matrices, restricted to the box plus one pixel (outside it
+every tap falls in the zero padding).
+"""
+import numpy as np
+
+
+def _tap_matrix(coords, size):
+  """[len(coords), size] bilinear taps of grid_sample (align_corners=False).
+
+  coords are positions in the mask's pixel-index space.
+  """
+  lo = np.floor(coords)
+  frac = coords - lo
+  lo = lo.astype(np.int64)
+  m = np.zeros((coords.shape[0], size), np.float32)
+  rows = np.arange(coords.shape[0])
+  for idx, wgt in ((lo, 1.0 - frac), (lo + 1, frac)):
+    ok = (idx >= 0) & (idx < size)
+    m[rows[ok], idx[ok]] += wgt[ok]
+  return m
+
+
+def paste_masks(masks, boxes, image_hw, threshold=0.5):
+  """Pastes mask probabilities into full images.
+
+  Args:
+    masks: [n, M, M] float mask probabilities (sigmoid already applied).
+    boxes: [n, 4] (x1, y1, x2, y2) in the target image's pixels.
+    image_hw: (H, W) of the target image.
+    threshold: binarisation threshold (>=); None returns probabilities.
+  Returns:
+    [n, H, W] bool (or float32 probabilities if threshold is None).
+  """
+  masks = np.asarray(masks, np.float32)
+  boxes = np.asarray(boxes, np.float32)
+  h, w = int(image_hw[0]), int(image_hw[1])
+  n = masks.shape[0]
+  out = np.zeros((n, h, w), bool if threshold is not None else np.float32)
+  if n == 0:
+    return out
+  mh, mw = masks.shape[1:]
+  for i in range(n):
+    x0, y0, x1, y1 = boxes[i]
+    xa = int(np.clip(np.floor(min(x0, x1)) - 1, 0, w))
+    ya = int(np.clip(np.floor(min(y0, y1)) - 1, 0, h))
+    xb = int(np.clip(np.ceil(max(x0, x1)) + 1, 0, w))
+    yb = int(np.clip(np.ceil(max(y0, y1)) + 1, 0, h))
+    if xb <= xa or yb <= ya:
+      continue
+    # grid value g in [-1, 1] maps to pixel index ((g + 1) * size - 1) / 2.
+    gy = (np.arange(ya, yb, dtype=np.float32) + 0.5 - y0) / (y1 - y0) * 2 - 1
+    gx = (np.arange(xa, xb, dtype=np.float32) + 0.5 - x0) / (x1 - x0) * 2 - 1
+    wy = _tap_matrix(((gy + 1) * mh - 1) / 2, mh)
+    wx = _tap_matrix(((gx + 1) * mw - 1) / 2, mw)
+    region = wy @ masks[i] @ wx.T
+    out[i, ya:yb, xa:xb] = region >= threshold if threshold is not None \
+        else region
+  return out

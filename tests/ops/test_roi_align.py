@@ -1,0 +1,112 @@
+"""RoIAlign against torchvision.ops.roi_align."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from scnet_jax import ops
+
+
+def _random_rois(rng, k, extent):
+  xy = rng.uniform(-0.2 * extent, extent, size=(k, 2))
+  wh = rng.uniform(0, 0.6 * extent, size=(k, 2))
+  rois = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+  rois[0] = [10, 10, 10, 10]            # degenerate: zero size
+  rois[1] = [-50, -50, -20, -30]        # fully outside the map
+  rois[2] = [5, 7, 3, 2]                # inverted corners
+  rois[3] = [0, 0, extent, extent]      # whole map
+  return rois
+
+
+def _torch_ref(feat_hwc, rois, size, scale, sr, aligned):
+  f = torch.tensor(feat_hwc).permute(2, 0, 1)[None]
+  out = torchvision.ops.roi_align(f, [torch.tensor(rois)], size, scale, sr,
+                                  aligned)
+  return out.permute(0, 2, 3, 1).numpy()
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio", [0, 1, 2, 4])
+@pytest.mark.parametrize("size", [7, (14, 9)])
+def test_matches_torchvision(aligned, sampling_ratio, size):
+  rng = np.random.default_rng(sampling_ratio)
+  feat = rng.normal(size=(19, 23, 8)).astype(np.float32)
+  rois = _random_rois(rng, 60, 180.0)
+  fn = jax.jit(lambda f, r: ops.roi_align(f, r, size, 0.125, sampling_ratio,
+                                          aligned, max_grid=16))
+  out = np.asarray(fn(feat, rois))
+  ref = _torch_ref(feat, rois, size, 0.125, sampling_ratio, aligned)
+  np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_empty_rois_and_bfloat16():
+  feat = np.random.default_rng(0).normal(size=(8, 8, 4)).astype(np.float32)
+  out = ops.roi_align(jnp.asarray(feat), jnp.zeros((0, 4)), 7, 1.0, 2)
+  assert out.shape == (0, 7, 7, 4)
+  rois = np.array([[1, 1, 6, 5]], np.float32)
+  bf = ops.roi_align(jnp.asarray(feat, jnp.bfloat16), rois, 7, 1.0, 2)
+  assert bf.dtype == jnp.bfloat16
+  ref = _torch_ref(feat, rois, 7, 1.0, 2, True)
+  np.testing.assert_allclose(np.asarray(bf, np.float32), ref, atol=5e-2)
+
+
+def test_vmap_over_images():
+  rng = np.random.default_rng(3)
+  feats = rng.normal(size=(3, 16, 16, 4)).astype(np.float32)
+  rois = np.stack([_random_rois(rng, 10, 64.0) for _ in range(3)])
+  out = jax.vmap(lambda f, r: ops.roi_align(f, r, 7, 0.25, 2))(feats, rois)
+  for i in range(3):
+    np.testing.assert_allclose(
+        out[i], _torch_ref(feats[i], rois[i], 7, 0.25, 2, True), atol=1e-4)
+
+
+def test_adaptive_cap_falls_back_to_even_samples():
+  # A RoI needing 6 samples per bin with max_grid=3 equals sampling_ratio=3.
+  rng = np.random.default_rng(1)
+  feat = rng.normal(size=(64, 64, 2)).astype(np.float32)
+  rois = np.array([[0, 0, 42, 42]], np.float32)
+  capped = ops.roi_align(feat, rois, 7, 1.0, 0, max_grid=3)
+  np.testing.assert_allclose(capped, _torch_ref(feat, rois, 7, 1.0, 3, True),
+                             atol=1e-5)
+
+
+def test_multilevel_matches_torchvision_multiscale():
+  # torchvision's MultiScaleRoIAlign: canonical 224 at level 4, aligned=False.
+  from torchvision.ops import MultiScaleRoIAlign
+  rng = np.random.default_rng(2)
+  size = 256
+  strides = [4, 8, 16, 32]
+  feats = [rng.normal(size=(size // s, size // s, 4)).astype(np.float32)
+           for s in strides]
+  xy = rng.uniform(0, 200, size=(80, 2))
+  wh = np.exp(rng.uniform(np.log(4), np.log(250), size=(80, 2)))
+  rois = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+  pooler = MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
+  tfeats = {str(i): torch.tensor(f).permute(2, 0, 1)[None]
+            for i, f in enumerate(feats)}
+  ref = pooler(tfeats, [torch.tensor(rois)], [(size, size)])
+  ref = ref.permute(0, 2, 3, 1).numpy()
+  out = jax.jit(lambda fs, r: ops.multilevel_roi_align(
+      fs, r, 7, strides, 2, aligned=False, mapper="torchvision"))(feats, rois)
+  np.testing.assert_allclose(np.asarray(out), ref, atol=1e-4)
+
+
+def test_level_mapping_mmdet_rule():
+  rois = np.array([[0, 0, 111, 111], [0, 0, 112, 112], [0, 0, 224, 224],
+                   [0, 0, 447, 447], [0, 0, 448, 448], [0, 0, 2000, 2000],
+                   [0, 0, 1, 1]], np.float32)
+  lvl = np.asarray(ops.map_roi_levels(rois, 4, 56))
+  np.testing.assert_array_equal(lvl, [0, 1, 2, 2, 3, 3, 0])
+
+
+@pytest.mark.parametrize("bad", [
+    dict(features=np.zeros((4, 4)), rois=np.zeros((1, 4)), output_size=7),
+    dict(features=np.zeros((4, 4, 1)), rois=np.zeros((1, 5)), output_size=7),
+    dict(features=np.zeros((4, 4, 1)), rois=np.zeros((1, 4)), output_size=-1),
+])
+def test_bad_input_raises_clear_error(bad):
+  with pytest.raises(ValueError, match="roi_align"):
+    jax.jit(lambda f, r: ops.roi_align(f, r, bad["output_size"], 1.0, 2))(
+        bad["features"], bad["rois"])
