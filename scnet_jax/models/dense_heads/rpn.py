@@ -1,0 +1,92 @@
+"""RPN targets, loss and static-shape proposal generation (pure functions).
+
+Shapes: B images, N anchors over all levels (flat index per level
+(y * W + x) * A + a, levels concatenated P2..P6), G padded ground truths.
+"""
+import jax
+import jax.numpy as jnp
+
+from scnet_jax import ops
+from scnet_jax.models.losses import normalizer, sigmoid_bce, smooth_l1
+
+
+def rpn_loss(key, logits, deltas, anchors, inside, gt_boxes, gt_valid, cfg,
+             axis_name=None):
+  """Sampled-anchor RPN losses (mmdet RPNHead with MaxIoUAssigner and
+  RandomSampler).
+
+  Args:
+    key: PRNG key.
+    logits: [B, N] objectness logits.
+    deltas: [B, N, 4] predicted deltas.
+    anchors: [N, 4] anchors.
+    inside: [B, N] bool, anchors eligible for training.
+    gt_boxes: [B, G, 4]; gt_valid: [B, G] bool.
+    cfg: rpn config (pos_iou_thr, neg_iou_thr, min_pos_iou, num_samples,
+      pos_fraction, loss_bbox_beta).
+  Returns:
+    dict(loss_rpn_cls, loss_rpn_bbox) float32 scalars.
+  """
+  anchors = jnp.asarray(anchors)
+
+  def per_image(k, ins, gtb, gtv):
+    label, gt_index, _ = ops.max_iou_assign(
+        anchors, gtb, gtv, cfg.pos_iou_thr, cfg.neg_iou_thr, cfg.min_pos_iou,
+        True, ins)
+    idx, valid, is_pos, _ = ops.random_sample(k, label, cfg.num_samples,
+                                              cfg.pos_fraction)
+    return idx, valid, is_pos, gtb[gt_index[idx]]
+
+  keys = jax.random.split(key, logits.shape[0])
+  idx, valid, is_pos, target_boxes = jax.vmap(per_image)(
+      keys, inside, gt_boxes, gt_valid)
+  sel_logits = jnp.take_along_axis(logits, idx, axis=1)
+  sel_deltas = jnp.take_along_axis(deltas, idx[..., None], axis=1)
+  targets = ops.encode_deltas(anchors[idx], target_boxes)
+  norm = normalizer(jnp.sum(valid), axis_name)
+  cls = jnp.sum(sigmoid_bce(sel_logits, is_pos) * valid) / norm
+  reg = smooth_l1(sel_deltas - targets, cfg.loss_bbox_beta).sum(-1)
+  reg = jnp.sum(jnp.where(is_pos & valid, reg, 0.0)) / norm
+  return {"loss_rpn_cls": cls, "loss_rpn_bbox": reg}
+
+
+def proposals(level_logits, level_deltas, level_anchors, image_hw, pre_nms,
+              post_nms, nms_iou):
+  """Per-level top-k, decode, clip, NMS within each level, top-k overall.
+
+  Args:
+    level_logits: list of [B, N_l] logits.
+    level_deltas: list of [B, N_l, 4].
+    level_anchors: list of [N_l, 4].
+    image_hw: [B, 2] resized image sizes (for clipping).
+    pre_nms: static per-level candidates; post_nms: static output count.
+    nms_iou: NMS threshold.
+  Returns:
+    boxes [B, post_nms, 4] float32 (no gradient), valid [B, post_nms] bool,
+    scores [B, post_nms] float32.
+  """
+  boxes, scores, levels = [], [], []
+  for lvl, (lg, dl, an) in enumerate(zip(level_logits, level_deltas,
+                                         level_anchors)):
+    k = min(pre_nms, lg.shape[1])
+    top, idx = jax.lax.top_k(lg, k)
+    d = jnp.take_along_axis(dl, idx[..., None], axis=1)
+    a = jnp.asarray(an)[idx]
+    boxes.append(ops.decode_deltas(a, d, image_hw=image_hw))
+    scores.append(jax.nn.sigmoid(top))
+    levels.append(jnp.full((k,), lvl, jnp.int32))
+  boxes = jax.lax.stop_gradient(jnp.concatenate(boxes, axis=1))
+  scores = jax.lax.stop_gradient(jnp.concatenate(scores, axis=1))
+  levels = jnp.concatenate(levels)
+  # mmdet >= 2.1x drops zero-width or zero-height boxes before NMS.
+  nondegenerate = (boxes[..., 2] > boxes[..., 0]) & \
+      (boxes[..., 3] > boxes[..., 1])
+
+  def per_image(b, s, v):
+    keep, num = ops.batched_nms(b, s, levels, nms_iou, post_nms, valid=v)
+    safe = jnp.maximum(keep, 0)
+    return b[safe], s[safe], jnp.arange(post_nms) < num
+
+  out_boxes, out_scores, valid = jax.vmap(per_image)(boxes, scores,
+                                                      nondegenerate)
+  return out_boxes, valid, out_scores

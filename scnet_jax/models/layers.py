@@ -1,0 +1,99 @@
+"""Small building blocks shared by the heads: mmcv's ConvModule without
+norm, mmdet's SimplifiedBasicBlock, a 2x2 stride-2 transposed conv, and the
+initialisers mmdet uses."""
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+# mmcv kaiming_init: fan_out, relu gain, normal.
+kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+xavier_uniform = nn.initializers.xavier_uniform()
+
+
+def normal(std):
+  return nn.initializers.normal(std)
+
+
+def torch_default_conv_init():
+  """PyTorch's default Conv2d/Linear init: kaiming_uniform(a=sqrt(5))."""
+  return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+class ConvModule(nn.Module):
+  """Conv (with bias) -> optional ReLU; 'same' padding for odd kernels.
+
+  x: [..., H, W, Cin] -> [..., H, W, features].
+  """
+  features: int
+  kernel_size: int = 3
+  activation: bool = True
+  kernel_init: Any = kaiming_fan_out
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    p = self.kernel_size // 2
+    x = nn.Conv(self.features, (self.kernel_size, self.kernel_size),
+                padding=((p, p), (p, p)), kernel_init=self.kernel_init,
+                dtype=self.dtype, name="conv")(x)
+    return nn.relu(x) if self.activation else x
+
+
+class SimplifiedBasicBlock(nn.Module):
+  """conv3x3 -> ReLU -> conv3x3, + identity, no final ReLU, no norm.
+
+  x: [..., H, W, C] -> same shape.
+  """
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    conv = lambda name: nn.Conv(c, (3, 3), padding=((1, 1), (1, 1)),
+                                kernel_init=torch_default_conv_init(),
+                                dtype=self.dtype, name=name)
+    return conv("conv2")(nn.relu(conv("conv1")(x))) + x
+
+
+class ResConvStack(nn.Module):
+  """`num_convs` 3x3 convs: plain ConvModules, or (conv_to_res) pairs of
+  them as SimplifiedBasicBlocks, as SCNet's heads use.
+
+  x: [..., H, W, C] -> [..., H, W, features].
+  """
+  num_convs: int
+  features: int
+  conv_to_res: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    if self.conv_to_res:
+      for i in range(self.num_convs // 2):
+        x = SimplifiedBasicBlock(dtype=self.dtype, name=f"convs_{i}")(x)
+    else:
+      for i in range(self.num_convs):
+        x = ConvModule(self.features, 3, dtype=self.dtype,
+                       name=f"convs_{i}")(x)
+    return x
+
+
+class Deconv2x2(nn.Module):
+  """ConvTranspose2d(kernel 2, stride 2, padding 0) as an explicit einsum:
+  out[n, 2i+a, 2j+b, o] = sum_c x[n, i, j, c] * kernel[a, b, c, o] + bias[o].
+
+  x: [N, H, W, Cin] -> [N, 2H, 2W, features].
+  """
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    cin = x.shape[-1]
+    kernel = self.param("kernel", kaiming_fan_out, (2, 2, cin, self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    x = x.astype(self.dtype)
+    y = jnp.einsum("nijc,abco->niajbo", x, kernel.astype(self.dtype))
+    n, h, _, w, _, o = y.shape
+    return y.reshape(n, 2 * h, 2 * w, o) + bias.astype(self.dtype)

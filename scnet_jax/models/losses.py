@@ -1,0 +1,40 @@
+"""Element-wise losses and the cross-device normaliser.
+
+Losses are float32 whatever the compute dtype. Every mean is a sum divided
+by a count that is averaged over the data-parallel axis, so the loss (and
+gradient) of a global batch is the same however it is split over devices.
+(mmdet normalises per GPU; with 2 images per GPU this differs only when
+images hold different numbers of positives.)
+"""
+import jax
+import jax.numpy as jnp
+
+
+def sigmoid_bce(logits, targets):
+  """[...] logits, [...] {0,1} targets -> [...] float32 BCE-with-logits."""
+  x = logits.astype(jnp.float32)
+  t = targets.astype(jnp.float32)
+  return jnp.maximum(x, 0) - x * t + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+def softmax_ce(logits, labels):
+  """[..., K] logits, [...] int labels -> [...] float32 cross entropy."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return -jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32),
+                              axis=-1)[..., 0]
+
+
+def smooth_l1(diff, beta):
+  """[...] -> [...] SmoothL1 (Huber / beta) as mmdet's SmoothL1Loss."""
+  d = jnp.abs(diff.astype(jnp.float32))
+  if beta <= 0:
+    return d
+  return jnp.where(d < beta, 0.5 * d * d / beta, d - 0.5 * beta)
+
+
+def normalizer(count, axis_name=None):
+  """A loss denominator: `count` averaged over devices, at least 1."""
+  count = jnp.asarray(count, jnp.float32)
+  if axis_name is not None:
+    count = jax.lax.pmean(count, axis_name)
+  return jnp.maximum(count, 1.0)

@@ -1,0 +1,25 @@
+"""SCNet's global context head on the coarsest level (P6)."""
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from scnet_jax.models.layers import ResConvStack, normal
+
+
+class GlobalContextHead(nn.Module):
+  """x: [B, H, W, C] (P6). Returns (multi-label logits [B, num_classes]
+  float32, context vector [B, C]); the average pool includes padding."""
+  num_classes: int
+  num_convs: int = 4
+  conv_to_res: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    x = ResConvStack(self.num_convs, x.shape[-1], self.conv_to_res,
+                     dtype=self.dtype, name="convs")(x)
+    feat = jnp.mean(x, axis=(1, 2))
+    logits = nn.Dense(self.num_classes, kernel_init=normal(0.01),
+                      dtype=self.dtype, name="fc")(feat)
+    return logits.astype(jnp.float32), feat

@@ -1,0 +1,49 @@
+"""Per-stage RoI assignment and sampling (pure, batched with vmap).
+
+Shapes: B images, N candidate boxes, G padded ground truths, S samples.
+"""
+import jax
+import jax.numpy as jnp
+
+from scnet_jax import ops
+
+
+def label_and_sample_proposals(key, candidates, candidate_valid, gt_boxes,
+                               gt_labels, gt_valid, *, iou_thr,
+                               match_low_quality, num_samples, pos_fraction,
+                               add_gt_as_proposals, num_classes):
+  """Assigns candidates to ground truth and samples S = num_samples RoIs.
+
+  Args:
+    key: PRNG key.
+    candidates: [B, N, 4] proposals; candidate_valid: [B, N] bool.
+    gt_boxes: [B, G, 4]; gt_labels: [B, G] int32; gt_valid: [B, G] bool.
+    iou_thr: pos = neg = min_pos IoU threshold of the stage.
+    add_gt_as_proposals: prepend the ground truth to the candidates.
+  Returns dict of:
+    rois [B, S, 4], valid [B, S] bool, is_pos [B, S] bool (positives
+    first), is_gt [B, S] bool (sample is a ground-truth box), labels
+    [B, S] int32 (num_classes for background), gt_index [B, S] int32,
+    target_boxes [B, S, 4] (the matched ground truth).
+  """
+  g = gt_boxes.shape[1]
+  if add_gt_as_proposals:
+    candidates = jnp.concatenate([gt_boxes, candidates], axis=1)
+    candidate_valid = jnp.concatenate([gt_valid, candidate_valid], axis=1)
+
+  def per_image(k, cand, cv, gtb, gtl, gtv):
+    label, gt_index, _ = ops.max_iou_assign(
+        cand, gtb, gtv, iou_thr, iou_thr, iou_thr, match_low_quality, cv)
+    idx, valid, is_pos, _ = ops.random_sample(k, label, num_samples,
+                                              pos_fraction)
+    gi = gt_index[idx]
+    return dict(
+        rois=cand[idx], valid=valid, is_pos=is_pos & valid,
+        is_gt=(idx < g) & valid if add_gt_as_proposals else
+        jnp.zeros_like(valid),
+        labels=jnp.where(is_pos, gtl[gi], num_classes).astype(jnp.int32),
+        gt_index=gi, target_boxes=gtb[gi])
+
+  keys = jax.random.split(key, candidates.shape[0])
+  return jax.vmap(per_image)(keys, candidates, candidate_valid, gt_boxes,
+                             gt_labels, gt_valid)

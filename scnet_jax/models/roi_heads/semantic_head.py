@@ -1,0 +1,43 @@
+"""Fused semantic head (HTC `FusedSemanticHead`, SCNet `SCNetSemanticHead`):
+all pyramid levels resized (bilinear, align_corners=True) to the fusion
+level, 1x1 lateral convs summed, convs, then per-pixel logits and a
+256-channel embedding that is fused into the RoI features."""
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from scnet_jax.models.layers import ConvModule, ResConvStack, kaiming_fan_out
+from scnet_jax.ops.resize import resize_bilinear_align_corners
+
+
+class SemanticHead(nn.Module):
+  """feats: list of [B, H_l, W_l, C] (P2..P6).
+
+  Returns (logits [B, H_f, W_f, num_classes] float32, embedding
+  [B, H_f, W_f, channels]) at the fusion level's stride (8 for level 1).
+  """
+  num_classes: int = 183
+  num_convs: int = 4
+  conv_to_res: bool = False
+  fusion_level: int = 1
+  channels: int = 256
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, feats):
+    target = feats[self.fusion_level].shape[1:3]
+    x = None
+    for i in [self.fusion_level] + [j for j in range(len(feats))
+                                    if j != self.fusion_level]:
+      f = resize_bilinear_align_corners(feats[i], target)
+      f = ConvModule(self.channels, 1, dtype=self.dtype,
+                     name=f"lateral_convs_{i}")(f)
+      x = f if x is None else x + f
+    x = ResConvStack(self.num_convs, self.channels, self.conv_to_res,
+                     dtype=self.dtype, name="convs")(x)
+    logits = nn.Conv(self.num_classes, (1, 1), kernel_init=kaiming_fan_out,
+                     dtype=self.dtype, name="conv_logits")(x)
+    embedding = ConvModule(self.channels, 1, dtype=self.dtype,
+                           name="conv_embedding")(x)
+    return logits.astype(jnp.float32), embedding
