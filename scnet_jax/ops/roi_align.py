@@ -59,19 +59,10 @@ def _axis_samples(start, bin_size, out_len, grid, cap, length):
   return index, weight
 
 
-def _roi_align_flat(flat, rois, scale, height, width, offset, output_size,
-                    sampling_ratio, aligned, max_grid):
-  """Core kernel over a flattened feature buffer.
-
-  Args:
-    flat: [S, C] features, one or several levels flattened row-major.
-    rois: [K, 4] boxes in image pixels.
-    scale: [K] spatial scale of each RoI's level.
-    height, width: [K] int32 size of each RoI's level.
-    offset: [K] int32 start of each RoI's level in `flat`.
-  Returns:
-    [K, oh, ow, C] in flat's dtype.
-  """
+def _sample_taps(rois, scale, height, width, output_size, sampling_ratio,
+                 aligned, max_grid):
+  """Per-axis sample taps of every bin: (iy, wy, ix, wx, cap, count); see
+  `_axis_samples` for the shapes."""
   oh, ow = output_size
   rois = jax.lax.stop_gradient(rois.astype(jnp.float32))
   shift = 0.5 if aligned else 0.0
@@ -92,10 +83,29 @@ def _roi_align_flat(flat, rois, scale, height, width, offset, output_size,
     cap = int(max_grid)
     grid_h = jnp.minimum(jnp.ceil(rh / oh), cap).astype(jnp.int32)
     grid_w = jnp.minimum(jnp.ceil(rw / ow), cap).astype(jnp.int32)
-  count = jnp.maximum(grid_h * grid_w, 1).astype(jnp.float32)
-
   iy, wy = _axis_samples(y1, bin_h, oh, grid_h, cap, height)
   ix, wx = _axis_samples(x1, bin_w, ow, grid_w, cap, width)
+  wy = wy / jnp.maximum(grid_h, 1).astype(jnp.float32)[:, None, None, None]
+  wx = wx / jnp.maximum(grid_w, 1).astype(jnp.float32)[:, None, None, None]
+  return iy, wy, ix, wx, cap
+
+
+def _roi_align_flat(flat, rois, scale, height, width, offset, output_size,
+                    sampling_ratio, aligned, max_grid):
+  """Gather kernel over a flattened feature buffer.
+
+  Args:
+    flat: [S, C] features, one or several levels flattened row-major.
+    rois: [K, 4] boxes in image pixels.
+    scale: [K] spatial scale of each RoI's level.
+    height, width: [K] int32 size of each RoI's level.
+    offset: [K] int32 start of each RoI's level in `flat`.
+  Returns:
+    [K, oh, ow, C] in flat's dtype.
+  """
+  oh, ow = output_size
+  iy, wy, ix, wx, cap = _sample_taps(rois, scale, height, width, output_size,
+                                     sampling_ratio, aligned, max_grid)
   k = rois.shape[0]
   taps = cap * 2
   iy = iy.reshape(k, oh, 1, taps, 1)
@@ -105,15 +115,33 @@ def _roi_align_flat(flat, rois, scale, height, width, offset, output_size,
   index = (offset[:, None, None, None, None] + iy *
            width[:, None, None, None, None] + ix).reshape(k, oh, ow,
                                                           taps * taps)
-  weight = ((wy * wx) / count[:, None, None, None, None]).reshape(
-      k, oh, ow, taps * taps)
+  weight = (wy * wx).reshape(k, oh, ow, taps * taps)
   values = jnp.take(flat, index, axis=0, mode="clip")
   out = jnp.sum(values.astype(jnp.float32) * weight[..., None], axis=3)
   return out.astype(flat.dtype)
 
 
+def _roi_align_dense(features, rois, spatial_scale, output_size,
+                     sampling_ratio, aligned, max_grid):
+  """Separable dense kernel: out = Ay @ F @ Ax^T per RoI, with Ay [K, oh, H]
+  and Ax [K, ow, W] the averaged bilinear taps. Two matmuls forward and
+  backward, cheaper than gather + scatter-add on small maps."""
+  h, w, _ = features.shape
+  k = rois.shape[0]
+  const = lambda v: jnp.full((k,), v, jnp.int32)
+  iy, wy, ix, wx, _ = _sample_taps(
+      rois, jnp.full((k,), spatial_scale, jnp.float32), const(h), const(w),
+      output_size, sampling_ratio, aligned, max_grid)
+  dense = lambda idx, wgt, n: jnp.einsum(
+      "kigt,kigtn->kin", wgt, jax.nn.one_hot(idx, n, dtype=jnp.float32))
+  ay = dense(iy, wy, h).astype(features.dtype)
+  ax = dense(ix, wx, w).astype(features.dtype)
+  cols = jnp.einsum("kjw,hwc->kjhc", ax, features)
+  return jnp.einsum("kih,kjhc->kijc", ay, cols)
+
+
 def roi_align(features, rois, output_size, spatial_scale, sampling_ratio,
-              aligned=True, max_grid=DEFAULT_MAX_GRID):
+              aligned=True, max_grid=DEFAULT_MAX_GRID, method="auto"):
   """RoIAlign on one image (vmap for a batch).
 
   Args:
@@ -125,6 +153,8 @@ def roi_align(features, rois, output_size, spatial_scale, sampling_ratio,
     aligned: True for the half-pixel shift (mmcv default, detectron2);
       False for torchvision's legacy behaviour (roi size clamped to >= 1).
     max_grid: static cap of the adaptive rule.
+    method: "gather", "dense" (separable matmuls, for small maps such as
+      the stride-8 semantic feature), or "auto" (by a static cost model).
   Returns:
     [K, oh, ow, C] in the features' dtype; bins outside the map are 0.
   """
@@ -135,6 +165,15 @@ def roi_align(features, rois, output_size, spatial_scale, sampling_ratio,
     raise ValueError(f"roi_align sampling_ratio must be >= 0, got "
                      f"{sampling_ratio}")
   h, w, c = features.shape
+  if method == "auto":
+    method = "dense" if _dense_cost(h, w, output_size) < _gather_cost(
+        output_size, sampling_ratio, max_grid) else "gather"
+  if method == "dense":
+    return _roi_align_dense(features, rois, spatial_scale, output_size,
+                            sampling_ratio, aligned, max_grid)
+  if method != "gather":
+    raise ValueError(f"roi_align method must be auto, gather or dense, got "
+                     f"{method!r}")
   k = rois.shape[0]
   const = lambda v: jnp.full((k,), v, jnp.int32)
   return _roi_align_flat(
@@ -165,9 +204,22 @@ def map_roi_levels(rois, num_levels, finest_scale=56, mapper="mmdet"):
   return jnp.clip(lvl, 0, num_levels - 1).astype(jnp.int32)
 
 
+def _dense_cost(h, w, output_size):
+  oh, ow = output_size
+  return ow * h * w + oh * ow * h
+
+
+def _gather_cost(output_size, sampling_ratio, max_grid):
+  # Gather + scatter-add cost about 8 multiply-adds per tap on CPU.
+  oh, ow = output_size
+  taps = 2 * (sampling_ratio if sampling_ratio > 0 else max_grid)
+  return 8 * oh * ow * taps * taps
+
+
 def multilevel_roi_align(features, rois, output_size, strides,
                          sampling_ratio, aligned=True, finest_scale=56,
-                         max_grid=DEFAULT_MAX_GRID, mapper="mmdet"):
+                         max_grid=DEFAULT_MAX_GRID, mapper="mmdet",
+                         method="auto"):
   """RoIAlign over FPN levels with level mapping, one image.
 
   Args:
@@ -178,6 +230,9 @@ def multilevel_roi_align(features, rois, output_size, strides,
     sampling_ratio, aligned, max_grid: as in `roi_align`.
     finest_scale: 56 in mmdet (224 / 2^2 in torchvision's terms).
     mapper: "mmdet" or "torchvision" epsilon placement.
+    method: "gather" (one gather over all levels), "dense" (per-level
+      separable matmuls, each RoI weighted 0 on the levels it does not
+      use; cheaper on small maps) or "auto".
   Returns:
     [K, oh, ow, C] in the features' dtype.
   """
@@ -190,12 +245,23 @@ def multilevel_roi_align(features, rois, output_size, strides,
   output_size = check_positive_size("multilevel_roi_align output_size",
                                     output_size)
   sizes = [f.shape[:2] for f in features]
+  lvl = map_roi_levels(rois, len(features), finest_scale, mapper)
+  if method == "auto":
+    dense = sum(_dense_cost(h, w, output_size) for h, w in sizes)
+    method = "dense" if dense < _gather_cost(output_size, sampling_ratio,
+                                             max_grid) else "gather"
+  if method == "dense":
+    out = 0
+    for i, (f, s) in enumerate(zip(features, strides)):
+      part = _roi_align_dense(f, rois, 1.0 / s, output_size, sampling_ratio,
+                              aligned, max_grid)
+      out = out + jnp.where((lvl == i)[:, None, None, None], part, 0)
+    return out.astype(features[0].dtype)
   starts = [0]
   for h, w in sizes[:-1]:
     starts.append(starts[-1] + h * w)
   flat = jnp.concatenate(
       [f.reshape(-1, f.shape[-1]) for f in features], axis=0)
-  lvl = map_roi_levels(rois, len(features), finest_scale, mapper)
   pick = lambda vals, dtype: jnp.asarray(vals, dtype)[lvl]
   return _roi_align_flat(
       flat, rois, pick([1.0 / s for s in strides], jnp.float32),

@@ -10,13 +10,13 @@ from scnet_jax import ops
 from scnet_jax.models.losses import normalizer, sigmoid_bce, smooth_l1
 
 
-def rpn_loss(key, logits, deltas, anchors, inside, gt_boxes, gt_valid, cfg,
+def rpn_loss(keys, logits, deltas, anchors, inside, gt_boxes, gt_valid, cfg,
              axis_name=None):
   """Sampled-anchor RPN losses (mmdet RPNHead with MaxIoUAssigner and
   RandomSampler).
 
   Args:
-    key: PRNG key.
+    keys: [B] PRNG keys, one per image.
     logits: [B, N] objectness logits.
     deltas: [B, N, 4] predicted deltas.
     anchors: [N, 4] anchors.
@@ -37,16 +37,18 @@ def rpn_loss(key, logits, deltas, anchors, inside, gt_boxes, gt_valid, cfg,
                                               cfg.pos_fraction)
     return idx, valid, is_pos, gtb[gt_index[idx]]
 
-  keys = jax.random.split(key, logits.shape[0])
   idx, valid, is_pos, target_boxes = jax.vmap(per_image)(
       keys, inside, gt_boxes, gt_valid)
   sel_logits = jnp.take_along_axis(logits, idx, axis=1)
   sel_deltas = jnp.take_along_axis(deltas, idx[..., None], axis=1)
-  targets = ops.encode_deltas(anchors[idx], target_boxes)
+  pos = (is_pos & valid)[..., None]
+  # Non-positive rows may encode against padding (0/0): zero them before
+  # the loss, or their NaN would leak into the gradient through `where`.
+  targets = jnp.where(pos, ops.encode_deltas(anchors[idx], target_boxes), 0.)
   norm = normalizer(jnp.sum(valid), axis_name)
   cls = jnp.sum(sigmoid_bce(sel_logits, is_pos) * valid) / norm
-  reg = smooth_l1(sel_deltas - targets, cfg.loss_bbox_beta).sum(-1)
-  reg = jnp.sum(jnp.where(is_pos & valid, reg, 0.0)) / norm
+  diff = jnp.where(pos, sel_deltas - targets, 0.0)
+  reg = jnp.sum(smooth_l1(diff, cfg.loss_bbox_beta)) / norm
   return {"loss_rpn_cls": cls, "loss_rpn_bbox": reg}
 
 

@@ -21,6 +21,9 @@ instances, R = mask crop size):
   gt_mask_crops   [B, G, R, R] uint8 (ops.mask_targets)
   gt_mask_windows [B, G, 4] float32
   gt_semantic     [B, H/8, W/8] uint8, 255 = ignore (semantic branch only)
+  index           [B] int32, optional: the image's position in the global
+                  batch. Sampling keys are derived from it, so a global
+                  batch samples the same RoIs however it is split.
 """
 from typing import Any, Optional
 
@@ -181,7 +184,10 @@ class TwoStageDetector(nn.Module):
     their sum."""
     c, r = self.cfg, self.cfg.roi
     key = self.make_rng("sample")
-    k_rpn, k_stages = jax.random.split(key)
+    index = batch.get("index", jnp.arange(batch["image"].shape[0]))
+    image_keys = jax.vmap(jax.random.fold_in, (None, 0))(key, index)
+    keys_for = lambda use: jax.vmap(jax.random.fold_in, (0, None))(
+        image_keys, use)
     image_hw = batch["image_hw"]
     gt_boxes = batch["gt_boxes"].astype(jnp.float32)
     gt_labels = batch["gt_labels"]
@@ -199,7 +205,7 @@ class TwoStageDetector(nn.Module):
     inside = ops.inside_flags(all_anchors, flags, image_hw,
                               c.rpn.allowed_border)
     losses.update(rpn.rpn_loss(
-        k_rpn, jnp.concatenate([o[0] for o in rpn_out], 1),
+        keys_for(0), jnp.concatenate([o[0] for o in rpn_out], 1),
         jnp.concatenate([o[1] for o in rpn_out], 1), all_anchors, inside,
         gt_boxes, gt_valid, c.rpn, self.axis_name))
     cand, cand_valid, _ = rpn.proposals(
@@ -219,12 +225,11 @@ class TwoStageDetector(nn.Module):
                      add_gt_as_proposals=r.add_gt_as_proposals,
                      num_classes=c.num_classes)
     gts = (gt_boxes, gt_labels, gt_valid)
-    stage_keys = jax.random.split(k_stages, 2 * r.num_stages)
     prefix = (lambda s: "") if r.num_stages == 1 else (lambda s: f"s{s}.")
     for s in range(r.num_stages):
       w = r.stage_loss_weights[s]
       stds = r.stage_target_stds[s]
-      smp = label_and_sample_proposals(stage_keys[2 * s], cand, cand_valid,
+      smp = label_and_sample_proposals(keys_for(1 + 2 * s), cand, cand_valid,
                                        *gts, iou_thr=r.stage_iou_thrs[s],
                                        **sample_kw)
       cls, reg, shared = self._bbox_forward(s, feats, smp["rois"], sem_feat,
@@ -244,7 +249,7 @@ class TwoStageDetector(nn.Module):
         mask_smp = smp
         if r.interleaved:  # HTC: the mask branch trains on refined boxes.
           mask_smp = label_and_sample_proposals(
-              stage_keys[2 * s + 1], refined, next_valid, *gts,
+              keys_for(2 + 2 * s), refined, next_valid, *gts,
               iou_thr=r.stage_iou_thrs[s], **sample_kw)
         losses[prefix(s) + "loss_mask"] = w * self._mask_loss(
             feats, mask_smp, batch, sem_feat, glb_feat, None, stage=s)
@@ -263,9 +268,11 @@ class TwoStageDetector(nn.Module):
     if not c.roi.class_agnostic:
       label = jnp.minimum(smp["labels"], c.num_classes - 1)
       reg = jnp.take_along_axis(reg, label[..., None, None], axis=2)[:, :, 0]
-    targets = ops.encode_deltas(smp["rois"], smp["target_boxes"], stds=stds)
-    per_box = smooth_l1(reg - targets, c.roi.loss_bbox_beta).sum(-1)
-    box_loss = jnp.sum(jnp.where(is_pos, per_box, 0.0)) / norm
+    pos = is_pos[..., None]
+    targets = jnp.where(pos, ops.encode_deltas(
+        smp["rois"], smp["target_boxes"], stds=stds), 0.0)
+    diff = jnp.where(pos, reg - targets, 0.0)  # no NaN from padding rows
+    box_loss = jnp.sum(smooth_l1(diff, c.roi.loss_bbox_beta)) / norm
     return cls_loss, box_loss
 
   def _mask_loss(self, feats, smp, batch, sem_feat, glb_feat, shared,

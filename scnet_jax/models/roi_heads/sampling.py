@@ -8,14 +8,14 @@ import jax.numpy as jnp
 from scnet_jax import ops
 
 
-def label_and_sample_proposals(key, candidates, candidate_valid, gt_boxes,
+def label_and_sample_proposals(keys, candidates, candidate_valid, gt_boxes,
                                gt_labels, gt_valid, *, iou_thr,
                                match_low_quality, num_samples, pos_fraction,
                                add_gt_as_proposals, num_classes):
   """Assigns candidates to ground truth and samples S = num_samples RoIs.
 
   Args:
-    key: PRNG key.
+    keys: [B] PRNG keys, one per image.
     candidates: [B, N, 4] proposals; candidate_valid: [B, N] bool.
     gt_boxes: [B, G, 4]; gt_labels: [B, G] int32; gt_valid: [B, G] bool.
     iou_thr: pos = neg = min_pos IoU threshold of the stage.
@@ -44,6 +44,5 @@ def label_and_sample_proposals(key, candidates, candidate_valid, gt_boxes,
         labels=jnp.where(is_pos, gtl[gi], num_classes).astype(jnp.int32),
         gt_index=gi, target_boxes=gtb[gi])
 
-  keys = jax.random.split(key, candidates.shape[0])
   return jax.vmap(per_image)(keys, candidates, candidate_valid, gt_boxes,
                              gt_labels, gt_valid)

@@ -1,0 +1,64 @@
+"""Evaluate a checkpoint on a COCO-format split.
+
+  python eval.py --config configs/scnet_tiny_shapes.py --checkpoint runs/tiny
+  python eval.py --config configs/scnet_r50_fpn_1x_coco.py --checkpoint DIR \
+      --config.data.val.ann_file=... --config.data.val.image_dir=... \
+      --output runs/eval --evaluator pycocotools --visualize 8
+
+Prints the COCO bbox and segm tables, writes OUTPUT/results.json and
+OUTPUT/metrics.json (and OUTPUT/vis/*.png with --visualize).
+"""
+import os
+
+from absl import flags
+
+from scnet_jax.cli import config_flag, run_cli
+
+FLAGS = flags.FLAGS
+config_flag()
+flags.DEFINE_string("checkpoint", None, "A workdir of train.py, its "
+                    "checkpoints/ folder, or a converted checkpoint.",
+                    required=True)
+flags.DEFINE_string("output", None, "Output folder (default: "
+                    "CHECKPOINT/eval).")
+flags.DEFINE_enum("evaluator", "faster_coco_eval",
+                  ["faster_coco_eval", "pycocotools"], "COCO API to use.")
+flags.DEFINE_integer("visualize", 0, "Write this many prediction pictures.")
+flags.DEFINE_float("vis_score_thr", 0.3, "Display threshold of the pictures "
+                   "(independent of the evaluation threshold).")
+flags.DEFINE_integer("batch_per_device", 1, "Images per device per batch.")
+flags.DEFINE_integer("workers", 2, "Post-processing worker processes.")
+
+
+def main(argv):
+  del argv
+  from scnet_jax import checkpoint
+  from scnet_jax.data.sources import val_paths
+  from scnet_jax.evaluation.inference import evaluate
+  from scnet_jax.models import build_model
+  from scnet_jax.predictor import abstract_variables
+
+  config = FLAGS.config
+  ann_file, image_dir = val_paths(config)
+  model = build_model(config)
+  variables, step = checkpoint.restore_params(
+      FLAGS.checkpoint, config, abstract_variables(model, config))
+  print(f"Loaded {FLAGS.checkpoint} (step {step})")
+  output = FLAGS.output or os.path.join(FLAGS.checkpoint, "eval")
+  metrics = evaluate(config, variables, ann_file=ann_file,
+                     image_dir=image_dir, output_dir=output,
+                     evaluator=FLAGS.evaluator,
+                     per_device_batch=FLAGS.batch_per_device,
+                     workers=FLAGS.workers)
+  if FLAGS.visualize:
+    from scnet_jax.evaluation.pictures import write_prediction_pictures
+    paths = write_prediction_pictures(
+        config, variables, FLAGS.checkpoint, ann_file, image_dir,
+        os.path.join(output, "vis"), FLAGS.visualize, FLAGS.vis_score_thr)
+    print(f"wrote {len(paths)} pictures to {os.path.join(output, 'vis')}")
+  print(f"bbox AP {metrics['bbox_AP']:.4f}  segm AP {metrics['segm_AP']:.4f}"
+        f"  ({os.path.join(output, 'metrics.json')})")
+
+
+if __name__ == "__main__":
+  run_cli(main)

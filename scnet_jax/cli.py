@@ -1,0 +1,33 @@
+"""Shared command-line plumbing: the --config flag (a Python config file
+with --config.FIELD=VALUE overrides) and one-line errors."""
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from scnet_jax.errors import ScnetError
+
+
+def config_flag(name="config"):
+  config_flags.DEFINE_config_file(name, None, "Path to a config file in "
+                                  "configs/.", lock_config=True)
+  flags.mark_flag_as_required(name)
+
+
+def run_cli(main):
+  """absl.app.run with user errors printed as one line (exit code 2),
+  including a --config.FIELD that does not exist."""
+  def guarded(argv):
+    try:
+      return main(argv)
+    except ScnetError as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+
+  logging.set_verbosity(logging.WARNING)
+  try:
+    flags.FLAGS(sys.argv)
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  app.run(guarded, argv=sys.argv, flags_parser=lambda argv: argv)

@@ -1,0 +1,1 @@
+"""Data: COCO-format sources, transforms, loaders, the shapes dataset."""

@@ -1,0 +1,153 @@
+"""Deterministic, resumable, multi-host loaders on Grain.
+
+Training order: each epoch shuffles the images of every bucket (seeded by
+seed and epoch), cuts them into global batches of one bucket each, and
+shuffles the batches. Host p of P reads rows [p * B / P, (p + 1) * B / P)
+of every global batch, so hosts never read the same image. Flips are drawn
+from (seed, epoch, step, row). The sample at position i is a pure function
+of i, so the Grain iterator state (saved with each checkpoint) resumes the
+exact sequence.
+"""
+import dataclasses
+import functools
+
+import grain
+import numpy as np
+
+from scnet_jax.data import transforms
+
+
+def record_buckets(source, data_cfg):
+  """Bucket index of every record, from the annotation sizes alone."""
+  buckets = transforms.check_buckets(data_cfg.buckets)
+  out = []
+  for rec in source.records:
+    hw, _ = transforms.rescale_size(rec["height"], rec["width"],
+                                    data_cfg.image_scale)
+    out.append(transforms.choose_bucket(hw, buckets))
+  return np.asarray(out, np.int64), buckets
+
+
+class TrainPlan:
+  """Sequence of (record index, bucket index, flip) for one host."""
+
+  def __init__(self, bucket_of, global_batch, seed, flip_prob, num_steps,
+               process_index=0, process_count=1):
+    if global_batch % process_count:
+      raise ValueError(f"global_batch {global_batch} is not divisible by "
+                       f"the {process_count} processes")
+    self.bucket_of = bucket_of
+    self.global_batch = global_batch
+    self.per_host = global_batch // process_count
+    self.offset = process_index * self.per_host
+    self.seed = seed
+    self.flip_prob = flip_prob
+    self.num_steps = num_steps
+    groups = [np.nonzero(bucket_of == b)[0] for b in np.unique(bucket_of)]
+    self.steps_per_epoch = sum(len(g) // global_batch for g in groups)
+    if self.steps_per_epoch == 0:
+      raise ValueError(f"{len(bucket_of)} training images give no full "
+                       f"global batch of {global_batch}")
+
+  @functools.lru_cache(maxsize=2)
+  def _epoch(self, epoch):
+    rng = np.random.default_rng([self.seed, epoch])
+    batches = []
+    for b in np.unique(self.bucket_of):
+      idx = rng.permutation(np.nonzero(self.bucket_of == b)[0])
+      n = len(idx) // self.global_batch * self.global_batch
+      batches.extend(idx[:n].reshape(-1, self.global_batch))
+    return np.stack(batches)[rng.permutation(len(batches))]
+
+  def __len__(self):
+    return self.num_steps * self.per_host
+
+  def __getitem__(self, i):
+    step, row = divmod(int(i), self.per_host)
+    epoch, in_epoch = divmod(step, self.steps_per_epoch)
+    rec = int(self._epoch(epoch)[in_epoch, self.offset + row])
+    flip = np.random.default_rng([self.seed, epoch, in_epoch,
+                                  self.offset + row]).random()
+    return rec, int(self.bucket_of[rec]), bool(flip < self.flip_prob)
+
+
+class EvalPlan:
+  """Every record once, grouped into batches of one bucket; the last
+  batch of a bucket is padded by repeating its last image (valid=False)."""
+
+  def __init__(self, bucket_of, batch, process_index=0, process_count=1):
+    items = []
+    for b in np.unique(bucket_of):
+      idx = np.nonzero(bucket_of == b)[0]
+      pad = (-len(idx)) % batch
+      valid = np.r_[np.ones(len(idx), bool), np.zeros(pad, bool)]
+      idx = np.r_[idx, np.full(pad, idx[-1])]
+      items.extend(zip(idx.tolist(), [int(b)] * len(idx), valid.tolist()))
+    batches = [items[i:i + batch] for i in range(0, len(items), batch)]
+    self.items = [x for k, bt in enumerate(batches)
+                  if k % process_count == process_index for x in bt]
+    self.num_images = int(len(bucket_of))
+
+  def __len__(self):
+    return len(self.items)
+
+  def __getitem__(self, i):
+    return self.items[i]
+
+
+@dataclasses.dataclass
+class LoadExample:
+  """Grain map function: plan item -> transformed example."""
+  source: object
+  data_cfg: object
+  buckets: list
+  num_classes: int
+  with_semantic: bool
+  train: bool
+
+  def __call__(self, item):
+    if self.train:
+      rec, bucket, flip = item
+      valid = True
+    else:
+      rec, bucket, valid = item
+      flip = False
+    ex = transforms.prepare_example(
+        self.source, self.source[rec], self.data_cfg, self.num_classes,
+        self.buckets[bucket], flip, self.with_semantic)
+    ex["valid"] = np.bool_(valid)
+    return ex
+
+
+def _iterate(plan, load, batch, num_workers):
+  ds = grain.MapDataset.source(plan).map(load).batch(batch,
+                                                     drop_remainder=False)
+  ds = ds.to_iter_dataset()
+  if num_workers > 0:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return iter(ds)
+
+
+def train_iterator(source, config, num_steps, process_index=0,
+                   process_count=1, with_semantic=False):
+  """Iterator of host-local batches (dicts of [global_batch / P, ...]
+  numpy arrays) for `num_steps` steps; `get_state`/`set_state` resume it."""
+  bucket_of, buckets = record_buckets(source, config.data)
+  plan = TrainPlan(bucket_of, config.global_batch, config.seed,
+                   config.data.flip_prob, num_steps, process_index,
+                   process_count)
+  load = LoadExample(source, config.data, buckets, config.model.num_classes,
+                     with_semantic, True)
+  it = _iterate(plan, load, plan.per_host, config.data.num_workers)
+  return it, plan
+
+
+def eval_iterator(source, config, batch, process_index=0, process_count=1):
+  """Iterator of evaluation batches; every image once, padded batches
+  carry valid=False rows. Returns (iterator, number of batches)."""
+  bucket_of, buckets = record_buckets(source, config.data)
+  plan = EvalPlan(bucket_of, batch, process_index, process_count)
+  load = LoadExample(source, config.data, buckets, config.model.num_classes,
+                     config.model.semantic, False)
+  return (_iterate(plan, load, batch, config.data.num_workers),
+          len(plan) // batch)

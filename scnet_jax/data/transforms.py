@@ -1,0 +1,136 @@
+"""Per-example transforms, equal to mmdetection's train/test pipelines
+(SCNET.md 3.4), ending in fixed shapes.
+
+Resize keeping the ratio into image_scale (mmcv rescale rule, bilinear for
+the image, nearest for stuff maps), optional horizontal flip, padding with
+0 (image) or 255 (semantic map) to the chosen bucket canvas, semantic map
+taken at stride 8. Ground truth is padded to `max_instances`; masks become
+fixed-size crops of their boxes (ops.mask_targets).
+"""
+import math
+
+import numpy as np
+from PIL import Image
+
+from scnet_jax.errors import DataError
+from scnet_jax.ops.mask_targets import crop_instance_mask
+
+IGNORE = 255
+
+
+def rescale_size(h, w, image_scale):
+  """mmcv keep-ratio rescale: returns ((new_h, new_w), scale)."""
+  long_edge, short_edge = max(image_scale), min(image_scale)
+  scale = min(long_edge / max(h, w), short_edge / min(h, w))
+  return (int(h * scale + 0.5), int(w * scale + 0.5)), scale
+
+
+def choose_bucket(hw, buckets):
+  """Index of the smallest bucket canvas (h, w) that holds an image."""
+  fits = [i for i, (bh, bw) in enumerate(buckets)
+          if bh >= hw[0] and bw >= hw[1]]
+  if not fits:
+    raise DataError(f"resized image {hw} fits no bucket of data.buckets "
+                    f"{list(buckets)}")
+  return min(fits, key=lambda i: buckets[i][0] * buckets[i][1])
+
+
+def _resize(arr, hw, resample):
+  if arr.shape[:2] == tuple(hw):
+    return arr
+  return np.asarray(Image.fromarray(arr).resize((hw[1], hw[0]), resample))
+
+
+def thing_semantic_map(masks, labels, background):
+  """Thing-only labels from instance masks: label of the topmost instance,
+  `background` elsewhere. masks [n, H, W] -> [H, W] uint8."""
+  out = np.full(masks.shape[1:], background, np.uint8)
+  for m, lab in zip(masks, labels):
+    out[m.astype(bool)] = lab
+  return out
+
+
+def prepare_example(source, rec, data_cfg, num_classes, bucket, flip,
+                    with_semantic):
+  """Loads and transforms one record into fixed-shape numpy arrays.
+
+  Returns dict:
+    image [bh, bw, 3] uint8; image_hw [2] int32 (resized, unpadded);
+    gt_boxes [G, 4] float32; gt_labels [G] int32; gt_valid [G] bool;
+    gt_mask_crops [G, R, R] uint8; gt_mask_windows [G, 4] float32;
+    gt_semantic [bh / 8, bw / 8] uint8 (if with_semantic);
+    scale [2] float32 (w, h resize factors); orig_hw [2] int32;
+    image_id int64; dropped int32 (instances beyond G).
+  """
+  bh, bw = bucket
+  g, r = data_cfg.max_instances, data_cfg.mask_crop_size
+  image = source.load_image(rec)
+  h, w = image.shape[:2]
+  if (h, w) != (rec["height"], rec["width"]):
+    raise DataError(f"{rec['path']}: image is {w}x{h} but the annotation "
+                    f"file says {rec['width']}x{rec['height']}")
+  (nh, nw), _ = rescale_size(h, w, data_cfg.image_scale)
+  if nh > bh or nw > bw:
+    raise DataError(f"{rec['path']}: resized size {nh}x{nw} exceeds the "
+                    f"bucket {bh}x{bw}")
+  sx, sy = nw / w, nh / h
+  image = _resize(image, (nh, nw), Image.BILINEAR)
+
+  boxes = rec["boxes"] * np.array([sx, sy, sx, sy], np.float32)
+  labels = rec["labels"]
+  n = min(len(labels), g)
+  masks = source.load_masks(rec) if len(labels) else None
+  crops = np.zeros((g, r, r), np.uint8)
+  windows = np.zeros((g, 4), np.float32)
+  for i in range(n):
+    crops[i], win = crop_instance_mask(masks[i], rec["boxes"][i], r)
+    windows[i] = win * np.array([sx, sy, sx, sy], np.float32)
+
+  semantic = None
+  if with_semantic:
+    stuff = source.load_semantic(rec)
+    if stuff is None:
+      stuff = thing_semantic_map(masks if masks is not None else
+                                 np.zeros((0, h, w), np.uint8), labels,
+                                 num_classes)
+    semantic = _resize(stuff, (nh, nw), Image.NEAREST)
+
+  if flip:
+    image = image[:, ::-1]
+    boxes = np.stack([nw - boxes[:, 2], boxes[:, 1], nw - boxes[:, 0],
+                      boxes[:, 3]], axis=1)
+    crops = crops[:, :, ::-1]
+    windows = np.stack([nw - windows[:, 2], windows[:, 1],
+                        nw - windows[:, 0], windows[:, 3]], axis=1)
+    if semantic is not None:
+      semantic = semantic[:, ::-1]
+
+  out = dict(
+      image=np.pad(image, ((0, bh - nh), (0, bw - nw), (0, 0))),
+      image_hw=np.array([nh, nw], np.int32),
+      gt_boxes=np.zeros((g, 4), np.float32),
+      gt_labels=np.zeros((g,), np.int32),
+      gt_valid=np.arange(g) < n,
+      gt_mask_crops=np.ascontiguousarray(crops), gt_mask_windows=windows,
+      scale=np.array([sx, sy], np.float32),
+      orig_hw=np.array([h, w], np.int32),
+      image_id=np.int64(rec["image_id"]),
+      dropped=np.int32(len(labels) - n))
+  out["gt_boxes"][:n] = boxes[:n]
+  out["gt_labels"][:n] = labels[:n]
+  if semantic is not None:
+    padded = np.pad(semantic, ((0, bh - nh), (0, bw - nw)),
+                    constant_values=IGNORE)
+    out["gt_semantic"] = np.ascontiguousarray(padded[::8, ::8])
+  return out
+
+
+def check_buckets(buckets):
+  for bh, bw in buckets:
+    if bh % 32 or bw % 32:
+      raise DataError(f"data.buckets: {bh}x{bw} is not a multiple of 32")
+  return [tuple(b) for b in buckets]
+
+
+def steps_per_epoch(num_images, global_batch):
+  return max(1, math.floor(num_images / global_batch))

@@ -1,0 +1,40 @@
+"""Parameter count of each top-level part of a model, without allocating it.
+
+  python -m scnet_jax.inspect --config configs/scnet_r50_fpn_1x_coco.py
+
+Counts parameters only (BatchNorm scale and bias included, running
+statistics not), from jax.eval_shape.
+"""
+import jax
+import numpy as np
+from absl import flags
+
+from scnet_jax.cli import config_flag, run_cli
+
+FLAGS = flags.FLAGS
+
+
+def part_counts(config):
+  """{top-level module name: parameter count} via eval_shape."""
+  from scnet_jax.models import build_model
+  from scnet_jax.training.state import dummy_batch
+  model = build_model(config)
+  shapes = jax.eval_shape(lambda b: model.init(
+      {"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, b),
+      dummy_batch(config, 1))["params"]
+  return {k: int(sum(np.prod(x.shape) for x in jax.tree.leaves(v)))
+          for k, v in shapes.items()}
+
+
+def main(argv):
+  del argv
+  counts = part_counts(FLAGS.config)
+  width = max(len(k) for k in counts)
+  for k in sorted(counts):
+    print(f"{k:<{width}}  {counts[k]:>12,}")
+  print(f"total params: {sum(counts.values())}")
+
+
+if __name__ == "__main__":
+  config_flag()
+  run_cli(main)

@@ -1,0 +1,115 @@
+"""Predictor: a trained model as a function of images.
+
+  from scnet_jax import Predictor
+  p = Predictor.from_checkpoint("configs/scnet_tiny_shapes.py", "runs/tiny")
+  out = p(image)   # HxWx3 uint8 RGB
+  out["boxes"], out["scores"], out["labels"], out["masks"]
+
+Images of any size are resized (keep ratio, as in training) and padded into
+the configured buckets, and batches are padded to a fixed size, so repeated
+calls reuse one compiled program per bucket.
+"""
+import jax
+import numpy as np
+from PIL import Image
+
+from scnet_jax import checkpoint
+from scnet_jax.data import transforms
+from scnet_jax.models import build_model
+from scnet_jax.ops.paste import paste_masks
+
+
+def load_config(config):
+  """A ConfigDict, or the path of a config file (its get_config())."""
+  if isinstance(config, str):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("scnet_jax_user_config",
+                                                  config)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+  return config
+
+
+def abstract_variables(model, config):
+  from scnet_jax.training.state import dummy_batch
+  return jax.eval_shape(lambda b: model.init(
+      {"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, b),
+      dummy_batch(config, 1))
+
+
+class Predictor:
+  """Callable on one image (or `predict_batch` on a list)."""
+
+  def __init__(self, config, variables, class_names=None, batch_size=1,
+               score_thr=None):
+    self.config = config
+    self.model = build_model(config)
+    self.variables = jax.device_put(variables)
+    self.class_names = list(class_names) if class_names else [
+        f"class_{i}" for i in range(config.model.num_classes)]
+    self.batch_size = batch_size
+    self.score_thr = config.model.test.score_thr if score_thr is None \
+        else score_thr
+    self.buckets = transforms.check_buckets(config.data.buckets)
+    self._predict = jax.jit(lambda v, b: self.model.apply(
+        v, b, method=self.model.predict))
+
+  @classmethod
+  def from_checkpoint(cls, config, checkpoint_dir, **kwargs):
+    config = load_config(config)
+    model = build_model(config)
+    variables, _ = checkpoint.restore_params(
+        checkpoint_dir, config, abstract_variables(model, config))
+    names = checkpoint.read_class_names(checkpoint_dir)
+    return cls(config, variables, class_names=names, **kwargs)
+
+  def _prepare(self, image):
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+      raise ValueError(f"expected an HxWx3 uint8 RGB image, got "
+                       f"{image.dtype} {image.shape}")
+    h, w = image.shape[:2]
+    (nh, nw), _ = transforms.rescale_size(h, w,
+                                          self.config.data.image_scale)
+    bucket = transforms.choose_bucket((nh, nw), self.buckets)
+    resized = np.asarray(Image.fromarray(image).resize((nw, nh),
+                                                       Image.BILINEAR)) \
+        if (nh, nw) != (h, w) else image
+    bh, bw = self.buckets[bucket]
+    padded = np.pad(resized, ((0, bh - nh), (0, bw - nw), (0, 0)))
+    return bucket, padded, (nh, nw), (nw / w, nh / h), (h, w)
+
+  def __call__(self, image):
+    return self.predict_batch([image])[0]
+
+  def predict_batch(self, images):
+    """list of HxWx3 uint8 -> list of dicts: boxes [n, 4] float32 (x1, y1,
+    x2, y2 in image pixels), scores [n], labels [n] int (contiguous, see
+    class_names), masks [n, H, W] bool."""
+    prepared = [self._prepare(im) for im in images]
+    results = [None] * len(images)
+    for bucket in sorted({p[0] for p in prepared}):
+      idx = [i for i, p in enumerate(prepared) if p[0] == bucket]
+      for start in range(0, len(idx), self.batch_size):
+        chunk = idx[start:start + self.batch_size]
+        pad = self.batch_size - len(chunk)
+        rows = [prepared[i] for i in chunk] + [prepared[chunk[-1]]] * pad
+        batch = {"image": np.stack([r[1] for r in rows]),
+                 "image_hw": np.array([r[2] for r in rows], np.int32)}
+        out = jax.device_get(self._predict(self.variables, batch))
+        for j, i in enumerate(chunk):
+          results[i] = self._finish({k: v[j] for k, v in out.items()},
+                                    prepared[i])
+    return results
+
+  def _finish(self, det, prepared):
+    _, _, _, (sx, sy), (h, w) = prepared
+    n = int(det["num_detections"])
+    keep = np.nonzero(det["scores"][:n] > self.score_thr)[0]
+    boxes = det["boxes"][keep] / np.array([sx, sy, sx, sy], np.float32)
+    masks = paste_masks(det["masks"][keep], boxes, (h, w),
+                        self.config.model.test.mask_thr)
+    return {"boxes": boxes.astype(np.float32),
+            "scores": det["scores"][keep].astype(np.float32),
+            "labels": det["labels"][keep].astype(np.int64), "masks": masks}

@@ -1,0 +1,49 @@
+"""The per-device train step: written for one device's shard of the
+global batch, with gradients and metrics averaged over `axis_name`."""
+import jax
+import jax.numpy as jnp
+import optax
+
+AXIS = "batch"
+
+
+def make_train_step(model, tx, axis_name=AXIS):
+  """Returns step(state, batch) -> (state, metrics).
+
+  batch: this device's [per_device, ...] arrays (see TwoStageDetector).
+  metrics: dict of float32 scalars: every named loss, 'loss', 'lr'-free
+    'grad_norm' and 'finite' (1.0 when every loss term is finite). A
+    non-finite step leaves the state unchanged but for the step counter.
+  """
+
+  def step(state, batch):
+    rng, key = jax.random.split(state.rng)
+    per_device = batch["image"].shape[0]
+    batch = dict(batch)
+    batch["index"] = (jax.lax.axis_index(axis_name) * per_device +
+                      jnp.arange(per_device, dtype=jnp.int32))
+
+    def loss_fn(params):
+      losses = model.apply({"params": params,
+                            "batch_stats": state.batch_stats}, batch,
+                           method=model.loss, rngs={"sample": key})
+      return sum(losses.values()), losses
+
+    (loss, losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    grads = jax.lax.pmean(grads, axis_name)
+    metrics = jax.lax.pmean(dict(losses, loss=loss), axis_name)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in
+                                metrics.values()]))
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    keep = lambda new, old: jax.tree.map(
+        lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = state.replace(
+        step=state.step + 1, params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state), rng=rng)
+    metrics["finite"] = finite.astype(jnp.float32)
+    return new_state, metrics
+
+  return step

@@ -1,0 +1,44 @@
+"""Metrics to DIR/metrics.jsonl (one line per step) and TensorBoard."""
+import json
+import os
+
+
+class MetricWriter:
+
+  def __init__(self, workdir, enabled=True):
+    self.enabled = enabled
+    if not enabled:
+      return
+    self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    try:
+      from tensorboardX import SummaryWriter
+      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    except ImportError:  # TensorBoard files are optional
+      self.tb = None
+
+  def write(self, step, record):
+    if not self.enabled:
+      return
+    self.jsonl.write(json.dumps(record, sort_keys=True) + "\n")
+    self.jsonl.flush()
+    if self.tb is not None:
+      for k, v in record.items():
+        if k != "step":
+          self.tb.add_scalar(k, v, step)
+
+  def close(self):
+    if self.enabled:
+      self.jsonl.close()
+      if self.tb is not None:
+        self.tb.close()
+
+
+def read_metrics(workdir):
+  """metrics.jsonl as {step: record}; a step logged twice (a run killed
+  after its last checkpoint, then resumed) keeps its latest record."""
+  out = {}
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      rec = json.loads(line)
+      out[rec["step"]] = rec
+  return out

@@ -1,0 +1,132 @@
+"""train.py end to end: exact resume (also after SIGTERM), SIGKILL during
+saves, and clear errors for bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from scnet_jax.checkpoint import Checkpointer
+from scnet_jax.training.writers import read_metrics
+from tests.helpers import shapes_root
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+CONFIG = os.path.join(ROOT, "configs", "mask_rcnn_tiny_shapes.py")
+
+
+def _args(workdir, steps, *extra, config=CONFIG):
+  return [sys.executable, os.path.join(ROOT, "train.py"), "--config", config,
+          "--workdir", str(workdir), f"--config.total_steps={steps}",
+          "--config.lr_decay_epochs=()", "--config.global_batch=2",
+          "--config.eval_at_end=False", "--config.checkpoint_every=2",
+          "--config.log_every=1", f"--config.data.shapes.root={shapes_root()}",
+          "--config.data.shapes.num_train=48",
+          "--config.data.shapes.num_val=16", *extra]
+
+
+def _env():
+  return dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+              PYTHONPATH=ROOT)
+
+
+def _train(workdir, steps, *extra, check=True):
+  p = subprocess.run(_args(workdir, steps, *extra), capture_output=True,
+                     text=True, env=_env(), cwd=ROOT)
+  if check and p.returncode:
+    raise AssertionError(p.stdout + p.stderr)
+  return p
+
+
+def _params(workdir):
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
+  step = ckpt.latest_step()
+  state = ckpt.manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.PyTreeRestore()))["state"]
+  ckpt.close()
+  import jax
+  return step, jax.tree.leaves(state["params"])
+
+
+def _assert_runs_equal(a, b, steps):
+  sa, pa = _params(a)
+  sb, pb = _params(b)
+  assert sa == sb == steps
+  for x, y in zip(pa, pb):
+    np.testing.assert_array_equal(x, y)
+  ma, mb = read_metrics(a), read_metrics(b)
+  assert sorted(ma) == sorted(mb) == list(range(1, steps + 1))
+  for s in ma:
+    assert ma[s] == mb[s], s
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  ref = tmp_path_factory.mktemp("ref")
+  _train(ref, 6)
+  return ref
+
+
+def test_resume_equals_uninterrupted(reference, tmp_path):
+  _train(tmp_path, 3)
+  _train(tmp_path, 6)
+  _assert_runs_equal(reference, tmp_path, 6)
+
+
+def test_sigterm_saves_and_resumes_exactly(reference, tmp_path):
+  p = subprocess.Popen(_args(tmp_path, 6, "--config.checkpoint_every=100"),
+                       env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+  metrics = tmp_path / "metrics.jsonl"
+  while p.poll() is None and not (metrics.exists() and
+                                  metrics.read_text().count("\n") >= 1):
+    time.sleep(0.2)
+  p.send_signal(signal.SIGTERM)
+  out = p.communicate(timeout=300)[0]
+  assert p.returncode == 0, out
+  assert "SIGTERM: saved checkpoint" in out
+  stopped = _params(tmp_path)[0]
+  assert 1 <= stopped < 6
+  _train(tmp_path, 6)
+  _assert_runs_equal(reference, tmp_path, 6)
+
+
+def test_sigkill_during_saves_resumes_from_a_complete_checkpoint(tmp_path):
+  p = subprocess.Popen(_args(tmp_path, 50, "--config.checkpoint_every=1"),
+                       env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+  metrics = tmp_path / "metrics.jsonl"
+  while p.poll() is None and not (metrics.exists() and
+                                  metrics.read_text().count("\n") >= 4):
+    time.sleep(0.05)
+  p.kill()  # a save is in flight at nearly every moment here
+  p.wait()
+  # An interrupted save leaves only a temporary folder, never a step.
+  os.makedirs(tmp_path / "checkpoints" / "99.orbax-checkpoint-tmp-1")
+  last = _params(tmp_path)[0]
+  assert last is not None and last < 99
+  out = _train(tmp_path, last + 2).stdout
+  assert f"Resumed from" in out
+  assert _params(tmp_path)[0] == last + 2
+
+
+def test_bad_input_gives_one_line_errors(tmp_path):
+  p = _train(tmp_path, 2, "--config.no_such_key=1", check=False)
+  assert p.returncode != 0 and "no_such_key" in p.stderr
+  assert "Traceback" not in p.stderr
+  p = _train(tmp_path, 2, "--config.global_batch=3", check=False)
+  assert p.returncode == 2 and "not divisible by the 2 devices" in p.stderr
+  assert "Traceback" not in p.stderr
+
+
+def test_workdir_of_another_model_is_refused(reference):
+  other = os.path.join(ROOT, "configs", "cascade_mask_rcnn_tiny_shapes.py")
+  p = subprocess.run(_args(reference, 8, config=other), capture_output=True,
+                     text=True, env=_env(), cwd=ROOT)
+  assert p.returncode == 2, p.stderr
+  assert "does not fit the configured model" in p.stderr
+  assert "Traceback" not in p.stderr
