@@ -15,6 +15,7 @@ import grain
 import numpy as np
 
 from scnet_jax.data import transforms
+from scnet_jax.errors import DataError
 
 
 def record_buckets(source, data_cfg):
@@ -112,9 +113,20 @@ class LoadExample:
     else:
       rec, bucket, valid = item
       flip = False
-    ex = transforms.prepare_example(
-        self.source, self.source[rec], self.data_cfg, self.num_classes,
-        self.buckets[bucket], flip, self.with_semantic)
+    record = self.source[rec]
+    try:
+      ex = transforms.prepare_example(
+          self.source, record, self.data_cfg, self.num_classes,
+          self.buckets[bucket], flip, self.with_semantic)
+      ex["error"] = np.bool_(False)
+    except DataError:
+      if self.train:
+        raise
+      # Evaluation reports, skips and counts an unreadable image.
+      ex = transforms.empty_example(self.data_cfg, self.buckets[bucket],
+                                    self.with_semantic, record["image_id"])
+      ex["error"] = np.bool_(True)
+      valid = False
     ex["valid"] = np.bool_(valid)
     return ex
 

@@ -125,6 +125,25 @@ def prepare_example(source, rec, data_cfg, num_classes, bucket, flip,
   return out
 
 
+def empty_example(data_cfg, bucket, with_semantic, image_id):
+  """A placeholder with prepare_example's shapes, for an image that could
+  not be read during evaluation (it is skipped and counted)."""
+  bh, bw = bucket
+  g, r = data_cfg.max_instances, data_cfg.mask_crop_size
+  out = dict(
+      image=np.zeros((bh, bw, 3), np.uint8),
+      image_hw=np.array([bh, bw], np.int32),
+      gt_boxes=np.zeros((g, 4), np.float32),
+      gt_labels=np.zeros((g,), np.int32), gt_valid=np.zeros((g,), bool),
+      gt_mask_crops=np.zeros((g, r, r), np.uint8),
+      gt_mask_windows=np.zeros((g, 4), np.float32),
+      scale=np.ones(2, np.float32), orig_hw=np.array([bh, bw], np.int32),
+      image_id=np.int64(image_id), dropped=np.int32(0))
+  if with_semantic:
+    out["gt_semantic"] = np.full((bh // 8, bw // 8), IGNORE, np.uint8)
+  return out
+
+
 def check_buckets(buckets):
   for bh, bw in buckets:
     if bh % 32 or bw % 32:

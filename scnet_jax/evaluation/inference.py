@@ -66,8 +66,14 @@ def evaluate(config, variables, *, ann_file, image_dir, output_dir,
       futures.append(pool.submit(batch_results, args))
 
   pending = None
+  skipped = []
   t_loop = time.perf_counter()
   for i, batch in enumerate(batches):
+    for image_id in batch["image_id"][batch["error"]]:
+      if int(image_id) not in skipped:
+        skipped.append(int(image_id))
+        log(f"warning: image id {int(image_id)} of {ann_file} could not be "
+            f"read; skipped")
     t0 = time.perf_counter()
     out = dp(dvars, dp.put_batch({k: batch[k] for k in MODEL_KEYS}))
     metas = {k: batch[k] for k in META_KEYS}
@@ -96,10 +102,15 @@ def evaluate(config, variables, *, ann_file, image_dir, output_dir,
   os.makedirs(output_dir, exist_ok=True)
   with open(os.path.join(output_dir, "results.json"), "w") as f:
     json.dump(results, f)
+  if skipped:
+    log(f"warning: {len(skipped)} unreadable images skipped and left out "
+        f"of the metrics")
   t0 = time.perf_counter()
   metrics, tables = coco_metrics(ann_file, results, evaluator,
                                  image_ids=[r["image_id"] for r in
-                                            source.records], log=log)
+                                            source.records
+                                            if r["image_id"] not in skipped],
+                                 log=log)
   timing["metrics_s"] = time.perf_counter() - t0
   log(tables)
   ips = timing["network_images"] / max(timing["network_s"], 1e-9)
@@ -108,7 +119,8 @@ def evaluate(config, variables, *, ann_file, image_dir, output_dir,
   log(f"post-processing: {timing['postprocess_wait_s']:.2f} s after the "
       f"last batch (overlapped with the network before it)")
   log(f"metrics ({evaluator}): {timing['metrics_s']:.2f} s")
-  out = dict(metrics, num_images=len(source), evaluator=evaluator,
+  out = dict(metrics, num_images=len(source) - len(skipped),
+             skipped_images=len(skipped), evaluator=evaluator,
              network_images_per_s=ips, **timing)
   with open(os.path.join(output_dir, "metrics.json"), "w") as f:
     json.dump(out, f, indent=1, sort_keys=True)

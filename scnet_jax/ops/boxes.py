@@ -99,7 +99,7 @@ def encode_deltas(proposals, gt, means=(0., 0., 0., 0.),
 
 def decode_deltas(boxes, deltas, means=(0., 0., 0., 0.),
                   stds=(1., 1., 1., 1.), image_hw=None,
-                  max_ratio=MAX_DELTA_LOG):
+                  max_ratio=MAX_DELTA_LOG, clamp="symmetric"):
   """Applies DeltaXYWH deltas to boxes.
 
   Args:
@@ -108,6 +108,8 @@ def decode_deltas(boxes, deltas, means=(0., 0., 0., 0.),
     means, stds: 4 floats each.
     image_hw: optional (H, W) or [..., 2] to clip the result to.
     max_ratio: clamp for dw, dh (mmdet: |log(16/1000)|).
+    clamp: "symmetric" clamps dw, dh to [-max_ratio, max_ratio] (mmdet);
+      "upper" only from above (torchvision's BoxCoder).
   Returns:
     [..., 4] float32 decoded boxes.
   """
@@ -115,8 +117,11 @@ def decode_deltas(boxes, deltas, means=(0., 0., 0., 0.),
   d = deltas.astype(jnp.float32) * jnp.asarray(stds, jnp.float32) + \
       jnp.asarray(means, jnp.float32)
   dx, dy = d[..., 0], d[..., 1]
-  dw = jnp.clip(d[..., 2], -max_ratio, max_ratio)
-  dh = jnp.clip(d[..., 3], -max_ratio, max_ratio)
+  if clamp not in ("symmetric", "upper"):
+    raise ValueError(f"clamp must be 'symmetric' or 'upper', got {clamp!r}")
+  low = -max_ratio if clamp == "symmetric" else None
+  dw = jnp.clip(d[..., 2], low, max_ratio)
+  dh = jnp.clip(d[..., 3], low, max_ratio)
   pw = b[..., 2] - b[..., 0]
   ph = b[..., 3] - b[..., 1]
   px = (b[..., 0] + b[..., 2]) * 0.5

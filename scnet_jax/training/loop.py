@@ -150,8 +150,16 @@ def train(config, workdir, log=print):
     return None
   from scnet_jax.evaluation.inference import evaluate
   final = dp.get_replicated(dstate)
-  return evaluate(config, {"params": final.params,
-                           "batch_stats": final.batch_stats},
-                  ann_file=ann_file, image_dir=image_dir,
-                  output_dir=os.path.join(workdir, "eval"),
-                  evaluator=config.evaluator, log=log)
+  variables = {"params": final.params, "batch_stats": final.batch_stats}
+  out_dir = os.path.join(workdir, "eval")
+  metrics = evaluate(config, variables, ann_file=ann_file,
+                     image_dir=image_dir, output_dir=out_dir,
+                     evaluator=config.evaluator,
+                     per_device_batch=config.eval_batch_per_device, log=log)
+  if config.visualize_at_end:
+    from scnet_jax.evaluation.pictures import write_prediction_pictures
+    paths = write_prediction_pictures(
+        config, variables, workdir, ann_file, image_dir,
+        os.path.join(out_dir, "vis"), config.visualize_at_end, 0.3)
+    log(f"wrote {len(paths)} prediction pictures to {out_dir}/vis")
+  return metrics

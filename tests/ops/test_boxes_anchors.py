@@ -30,10 +30,15 @@ def test_encode_decode_match_torchvision_boxcoder(stds):
   ours = np.asarray(jax.jit(lambda p, g: ops.encode_deltas(p, g, stds=stds))(
       props, gt))
   np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)
-  deltas = rng.normal(0, 3, size=(200, 4)).astype(np.float32)  # hits clamp
+  deltas = (rng.normal(0, 5, size=(200, 4)) / np.asarray(stds)).astype(
+      np.float32)
   ref = coder.decode_single(torch.tensor(deltas), torch.tensor(props)).numpy()
-  ours = np.asarray(ops.decode_deltas(props, deltas, stds=stds))
+  assert np.any(deltas[:, 2:] * stds[2:] < -4.2)  # exercises the clamp
+  ours = np.asarray(ops.decode_deltas(props, deltas, stds=stds,
+                                      clamp="upper"))
   np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-3)
+  mmdet = np.asarray(ops.decode_deltas(props, deltas, stds=stds))
+  assert not np.allclose(mmdet, ref, rtol=1e-4, atol=1e-3)
 
 
 def test_decode_clamp_and_clip():
@@ -50,9 +55,12 @@ def test_decode_clamp_and_clip():
 def test_iou_and_area_bfloat16_inputs():
   rng = np.random.default_rng(1)
   a = _boxes(rng, 5)
-  iou = ops.box_iou(jax.numpy.asarray(a, jax.numpy.bfloat16), a)
+  bf = jax.numpy.asarray(a, jax.numpy.bfloat16)
+  iou = ops.box_iou(bf, bf)
   assert iou.dtype == np.float32
-  np.testing.assert_allclose(np.diag(np.asarray(iou)), 1.0, atol=2e-2)
+  np.testing.assert_allclose(np.diag(np.asarray(iou)), 1.0, atol=1e-6)
+  np.testing.assert_allclose(ops.box_area(bf), ops.box_area(
+      np.asarray(bf, np.float32)), rtol=1e-6)
 
 
 def test_rounded_anchors_match_torchvision():

@@ -53,7 +53,7 @@ def rpn_loss(keys, logits, deltas, anchors, inside, gt_boxes, gt_valid, cfg,
 
 
 def proposals(level_logits, level_deltas, level_anchors, image_hw, pre_nms,
-              post_nms, nms_iou):
+              post_nms, nms_iou, delta_clamp="symmetric"):
   """Per-level top-k, decode, clip, NMS within each level, top-k overall.
 
   Args:
@@ -63,6 +63,7 @@ def proposals(level_logits, level_deltas, level_anchors, image_hw, pre_nms,
     image_hw: [B, 2] resized image sizes (for clipping).
     pre_nms: static per-level candidates; post_nms: static output count.
     nms_iou: NMS threshold.
+    delta_clamp: see ops.decode_deltas.
   Returns:
     boxes [B, post_nms, 4] float32 (no gradient), valid [B, post_nms] bool,
     scores [B, post_nms] float32.
@@ -74,7 +75,8 @@ def proposals(level_logits, level_deltas, level_anchors, image_hw, pre_nms,
     top, idx = jax.lax.top_k(lg, k)
     d = jnp.take_along_axis(dl, idx[..., None], axis=1)
     a = jnp.asarray(an)[idx]
-    boxes.append(ops.decode_deltas(a, d, image_hw=image_hw))
+    boxes.append(ops.decode_deltas(a, d, image_hw=image_hw,
+                                   clamp=delta_clamp))
     scores.append(jax.nn.sigmoid(top))
     levels.append(jnp.full((k,), lvl, jnp.int32))
   boxes = jax.lax.stop_gradient(jnp.concatenate(boxes, axis=1))

@@ -210,7 +210,8 @@ class TwoStageDetector(nn.Module):
         gt_boxes, gt_valid, c.rpn, self.axis_name))
     cand, cand_valid, _ = rpn.proposals(
         [o[0] for o in rpn_out], [o[1] for o in rpn_out], anchors, image_hw,
-        c.rpn.train_pre_nms, c.rpn.train_post_nms, c.rpn.nms_iou)
+        c.rpn.train_pre_nms, c.rpn.train_post_nms, c.rpn.nms_iou,
+        c.delta_clamp)
 
     (sem_logits, sem_feat), (glb_logits, glb_feat) = self._context(feats)
     if sem_logits is not None:
@@ -242,7 +243,8 @@ class TwoStageDetector(nn.Module):
           reg, jnp.minimum(smp["labels"], c.num_classes - 1)[..., None, None],
           axis=2)[:, :, 0]
       refined = jax.lax.stop_gradient(ops.decode_deltas(
-          smp["rois"], agnostic, stds=stds, image_hw=image_hw))
+          smp["rois"], agnostic, stds=stds, image_hw=image_hw,
+          clamp=c.delta_clamp))
       next_valid = smp["valid"] & ~smp["is_gt"]
 
       if not self.single_mask_head:
@@ -335,7 +337,12 @@ class TwoStageDetector(nn.Module):
     rois, roi_valid, _ = rpn.proposals(
         [o[0] for o in rpn_out], [o[1] for o in rpn_out],
         self._anchors(feats), image_hw, c.rpn.test_pre_nms,
-        c.rpn.test_post_nms, c.rpn.nms_iou)
+        c.rpn.test_post_nms, c.rpn.nms_iou, c.delta_clamp)
+    # Named intermediates for probing and parity tests:
+    # apply(..., mutable=["intermediates"]).
+    self.sow("intermediates", "fpn", tuple(feats))
+    self.sow("intermediates", "rpn", tuple(rpn_out))
+    self.sow("intermediates", "proposals", (rois, roi_valid))
     (_, sem_feat), (_, glb_feat) = self._context(feats)
 
     logits = []
@@ -344,16 +351,18 @@ class TwoStageDetector(nn.Module):
       logits.append(cls)
       if s < r.num_stages - 1:
         rois = ops.decode_deltas(rois, reg, stds=r.stage_target_stds[s],
-                                 image_hw=clip_hw)
+                                 image_hw=clip_hw, clamp=c.delta_clamp)
     scores = jax.nn.softmax(jnp.mean(jnp.stack(logits), axis=0), axis=-1)
     stds = r.stage_target_stds[-1]
     if r.class_agnostic:
-      boxes = ops.decode_deltas(rois, reg, stds=stds, image_hw=clip_hw)
+      boxes = ops.decode_deltas(rois, reg, stds=stds, image_hw=clip_hw,
+                                clamp=c.delta_clamp)
       boxes = jnp.broadcast_to(boxes[:, :, None, :],
                                (*boxes.shape[:2], c.num_classes, 4))
     else:
       boxes = ops.decode_deltas(rois[:, :, None, :], reg, stds=stds,
-                                image_hw=image_hw[:, None, :])
+                                image_hw=image_hw[:, None, :],
+                                clamp=c.delta_clamp)
     det = jax.vmap(self._multiclass_nms)(boxes, scores[..., :c.num_classes],
                                          roi_valid)
     det_boxes, det_scores, det_labels, num = det

@@ -1,0 +1,135 @@
+"""Converted torchvision weights compute what torchvision computes, on real
+photographs (scikit-image's samples): ResNet-50 C2..C5, and the whole
+maskrcnn_resnet50_fpn (FPN, proposals, detections, mask probabilities)."""
+import jax
+import numpy as np
+import pytest
+import skimage.data
+import torch
+import torchvision
+
+from scnet_jax.convert.core import convert_state_dict
+from scnet_jax.models import build_model
+from scnet_jax.models.backbones.resnet import ResNet
+from scnet_jax.predictor import load_config
+from scnet_jax.training.state import init_variables
+
+torch.manual_seed(0)
+
+
+def _np_state_dict(module):
+  return {k: v.detach().numpy() for k, v in module.state_dict().items()}
+
+
+def _rel(a, b):
+  return float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
+
+
+def test_resnet50_features_match_torchvision():
+  tv = torchvision.models.resnet50(weights=None).eval()
+  with torch.no_grad():  # non-trivial BN statistics
+    for m in tv.modules():
+      if isinstance(m, torch.nn.BatchNorm2d):
+        m.running_mean.uniform_(-0.2, 0.2)
+        m.running_var.uniform_(0.5, 2.0)
+        m.weight.uniform_(0.5, 1.5)
+        m.bias.uniform_(-0.2, 0.2)
+  ours = ResNet(depth=50)
+  image = skimage.data.coffee()[:384, :576]  # multiple of 32
+  x = ((image - np.array([123.675, 116.28, 103.53])) /
+       np.array([58.395, 57.12, 57.375])).astype(np.float32)[None]
+  fresh = jax.eval_shape(lambda: ours.init(jax.random.PRNGKey(0), x))
+  variables, _ = convert_state_dict(
+      _np_state_dict(tv), "torchvision_resnet",
+      {"params": {"backbone": fresh["params"]},
+       "batch_stats": {"backbone": fresh["batch_stats"]}},
+      backbone_only=True)
+  feats = jax.jit(ours.apply)({c: v["backbone"] for c, v in
+                               variables.items()}, x)
+  with torch.no_grad():
+    t = torch.tensor(x).permute(0, 3, 1, 2)
+    t = tv.maxpool(tv.relu(tv.bn1(tv.conv1(t))))
+    refs = []
+    for layer in (tv.layer1, tv.layer2, tv.layer3, tv.layer4):
+      t = layer(t)
+      refs.append(t.permute(0, 2, 3, 1).numpy())
+  for ours_c, ref in zip(feats, refs):
+    assert ours_c.shape == ref.shape
+    assert _rel(np.asarray(ours_c), ref) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def maskrcnn_pair():
+  image = skimage.data.astronaut()  # 512 x 512: no resize at 512..512
+  tv = torchvision.models.detection.maskrcnn_resnet50_fpn(
+      weights=None, weights_backbone=None, min_size=512, max_size=512,
+      box_score_thresh=0.05).eval()
+  with torch.no_grad():  # sharpen random heads so detections are varied
+    tv.roi_heads.box_predictor.cls_score.weight.mul_(40.0)
+    tv.roi_heads.box_predictor.bbox_pred.weight.mul_(10.0)
+    tv.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(10.0)
+  config = load_config("configs/mask_rcnn_r50_fpn_torchvision.py")
+  config.data.buckets = ((512, 512),)
+  model = build_model(config)
+  params, stats = init_variables(model, config, 0)
+  variables, _ = convert_state_dict(_np_state_dict(tv), "torchvision",
+                                    {"params": params, "batch_stats": stats})
+  batch = {"image": image[None], "image_hw": np.array([[512, 512]],
+                                                      np.int32)}
+  out, inter = jax.jit(lambda v, b: model.apply(
+      v, b, method=model.predict, mutable=["intermediates"]))(variables,
+                                                              batch)
+  with torch.no_grad():
+    t = torch.tensor(image).permute(2, 0, 1).float() / 255.0
+    images, _ = tv.transform([t])
+    assert images.tensors.shape[-2:] == (512, 512)
+    feats = tv.backbone(images.tensors)
+    proposals, _ = tv.rpn(images, feats)
+    dets, _ = tv.roi_heads(feats, proposals, images.image_sizes)
+  return out, inter["intermediates"], feats, proposals, dets[0]
+
+
+def test_fpn_features_match(maskrcnn_pair):
+  _, inter, feats, _, _ = maskrcnn_pair
+  ours = inter["fpn"][0]
+  for o, key in zip(ours, ["0", "1", "2", "3", "pool"]):
+    ref = feats[key].permute(0, 2, 3, 1).numpy()
+    assert o.shape == ref.shape
+    assert _rel(np.asarray(o), ref) < 1e-3, key
+
+
+def test_proposals_match(maskrcnn_pair):
+  _, inter, _, proposals, _ = maskrcnn_pair
+  boxes, valid = (np.asarray(x[0]) for x in inter["proposals"][0])
+  ref = proposals[0].numpy()
+  ours = boxes[valid]
+  assert len(ours) == len(ref) == 1000
+  # Random RPN weights give many near-equal objectness scores, so the
+  # order may differ where scores tie to float precision: match as sets.
+  dist = np.abs(ours[:, None, :] - ref[None, :, :]).max(-1)
+  assert np.all(dist.min(axis=1) < 0.01) and np.all(dist.min(axis=0) < 0.01)
+  np.testing.assert_allclose(ours[:20], ref[:20], atol=0.01)
+
+
+def test_detections_and_masks_match(maskrcnn_pair):
+  out, _, _, _, det = maskrcnn_pair
+  n = int(out["num_detections"][0])
+  ref_boxes = det["boxes"].numpy()
+  assert n == len(ref_boxes) and n >= 5
+  boxes = np.asarray(out["boxes"][0, :n])
+  # Match each of torchvision's detections to ours (same box and label).
+  dist = np.abs(ref_boxes[:, None, :] - boxes[None, :, :]).max(-1)
+  labels = np.asarray(out["labels"][0, :n]) + 1  # background first there
+  same_label = det["labels"].numpy()[:, None] == labels[None, :]
+  dist = np.where(same_label, dist, np.inf)
+  match = dist.argmin(axis=1)
+  assert np.all(dist.min(axis=1) < 0.01)
+  assert len(set(match.tolist())) == n
+  np.testing.assert_allclose(np.asarray(out["scores"][0, :n])[match],
+                             det["scores"].numpy(), atol=1e-4)
+  # roi_heads returns the 28x28 probabilities; the transform pastes later.
+  ref_masks = det["masks"][:, 0].numpy()
+  assert ref_masks.shape[-1] == 28
+  np.testing.assert_allclose(np.asarray(out["masks"][0, :n])[match],
+                             ref_masks, atol=1e-3)
+

@@ -1,0 +1,107 @@
+"""eval.py and Predictor on a checkpoint written by train.py."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+
+from scnet_jax import Predictor
+from tests.helpers import shapes_root
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+CONFIG = os.path.join(ROOT, "configs", "mask_rcnn_tiny_shapes.py")
+
+
+def _flags():
+  return [f"--config.data.shapes.root={shapes_root()}",
+          "--config.data.shapes.num_train=48",
+          "--config.data.shapes.num_val=16"]
+
+
+def _run(script, *args):
+  return subprocess.run([sys.executable, os.path.join(ROOT, script),
+                         "--config", CONFIG, *args, *_flags()],
+                        capture_output=True, text=True, cwd=ROOT,
+                        env=dict(os.environ, XLA_FLAGS=""))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  work = tmp_path_factory.mktemp("run")
+  p = _run("train.py", "--workdir", str(work), "--config.total_steps=4",
+           "--config.global_batch=2", "--config.visualize_at_end=2")
+  assert p.returncode == 0, p.stderr
+  assert "final: bbox AP" in p.stdout
+  return work
+
+
+def test_eval_twice_identical_and_results_load(trained, tmp_path):
+  outs = []
+  for name in ("a", "b"):
+    p = _run("eval.py", "--checkpoint", str(trained), "--output",
+             str(tmp_path / name), "--visualize", "2")
+    assert p.returncode == 0, p.stderr
+    assert "Average Precision" in p.stdout and "segm" in p.stdout
+    with open(tmp_path / name / "metrics.json") as f:
+      outs.append(json.load(f))
+  keys = [k for k in outs[0] if k.startswith(("bbox_", "segm_"))]
+  assert len(keys) == 24
+  assert all(outs[0][k] == outs[1][k] for k in keys)
+  with open(os.path.join(trained, "eval", "metrics.json")) as f:
+    from_training = json.load(f)
+  assert all(from_training[k] == outs[0][k] for k in keys)
+  results = tmp_path / "a" / "results.json"
+  if json.loads(results.read_text()):
+    COCO(f"{shapes_root()}/annotations/val.json").loadRes(str(results))
+  assert len(os.listdir(tmp_path / "a" / "vis")) == 2
+  assert len(os.listdir(trained / "eval" / "vis")) == 2
+
+
+def test_eval_errors_are_one_line(trained, tmp_path):
+  p = _run("eval.py", "--checkpoint", str(tmp_path / "nope"))
+  assert p.returncode == 2 and "checkpoint directory not found" in p.stderr
+  p = subprocess.run([sys.executable, os.path.join(ROOT, "eval.py"),
+                      "--config", os.path.join(ROOT, "configs",
+                                               "scnet_tiny_shapes.py"),
+                      "--checkpoint", str(trained), *_flags()],
+                     capture_output=True, text=True, cwd=ROOT)
+  assert p.returncode == 2 and "does not fit the configured model" in p.stderr
+  p = _run("eval.py", "--checkpoint", str(trained),
+           f"--config.data.val.image_dir={tmp_path}")
+  assert p.returncode == 2 and "image file not found" in p.stderr
+  for proc in (p,):
+    assert "Traceback" not in proc.stderr
+
+
+def test_undecodable_image_is_reported_skipped_counted(trained, tmp_path):
+  import shutil
+  images = tmp_path / "val"
+  shutil.copytree(f"{shapes_root()}/val", images)
+  (images / "000003.png").write_bytes(b"not an image")
+  p = _run("eval.py", "--checkpoint", str(trained), "--output",
+           str(tmp_path / "out"), f"--config.data.val.image_dir={images}")
+  assert p.returncode == 0, p.stderr
+  assert "image id 4 of" in p.stdout and "1 unreadable images" in p.stdout
+  with open(tmp_path / "out" / "metrics.json") as f:
+    m = json.load(f)
+  assert m["skipped_images"] == 1 and m["num_images"] == 15
+
+
+def test_predictor_any_size_without_recompiling(trained):
+  p = Predictor.from_checkpoint(CONFIG, str(trained))
+  assert p.class_names == ["circle", "square", "triangle", "star"]
+  rng = np.random.default_rng(0)
+  for h, w in [(128, 128), (100, 90), (64, 128)]:
+    out = p(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+    n = len(out["scores"])
+    assert out["boxes"].shape == (n, 4) and out["masks"].shape == (n, h, w)
+    assert out["masks"].dtype == bool
+    if n:
+      assert out["boxes"][:, 2].max() <= w and out["boxes"][:, 3].max() <= h
+  assert p._predict._cache_size() == 1
+  batch = p.predict_batch([rng.integers(0, 255, (128, 128, 3),
+                                        dtype=np.uint8)] * 3)
+  assert len(batch) == 3
