@@ -6,6 +6,27 @@ import io
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10",
               "AR100", "ARs", "ARm", "ARl")
+# (metric, IoU, area, maxDets) of COCOeval.stats, as pycocotools prints them.
+_ROWS = [("Precision", "AP", "0.50:0.95", "all", 100),
+         ("Precision", "AP", "0.50", "all", 100),
+         ("Precision", "AP", "0.75", "all", 100),
+         ("Precision", "AP", "0.50:0.95", "small", 100),
+         ("Precision", "AP", "0.50:0.95", "medium", 100),
+         ("Precision", "AP", "0.50:0.95", "large", 100),
+         ("Recall", "AR", "0.50:0.95", "all", 1),
+         ("Recall", "AR", "0.50:0.95", "all", 10),
+         ("Recall", "AR", "0.50:0.95", "all", 100),
+         ("Recall", "AR", "0.50:0.95", "small", 100),
+         ("Recall", "AR", "0.50:0.95", "medium", 100),
+         ("Recall", "AR", "0.50:0.95", "large", 100)]
+
+
+def format_table(stats):
+  """The standard 12-line COCO summary of a stats vector."""
+  return "\n".join(
+      f" Average {what:<9} ({short}) @[ IoU={iou:<9} | area={area:>6} | "
+      f"maxDets={dets:>3d} ] = {value:0.3f}"
+      for (what, short, iou, area, dets), value in zip(_ROWS, stats))
 EVALUATORS = ("faster_coco_eval", "pycocotools")
 
 
@@ -33,8 +54,7 @@ def coco_metrics(ann_file, results, evaluator="faster_coco_eval",
     if not results:
       metrics.update({f"{iou_type}_{n}": 0.0 for n in STAT_NAMES})
       continue
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
+    with contextlib.redirect_stdout(io.StringIO()):
       # loadRes edits the dicts (area, bytes counts): give it copies.
       dt = gt.loadRes(copy.deepcopy(list(results)))
       ev = eval_cls(gt, dt, iou_type)
@@ -43,9 +63,7 @@ def coco_metrics(ann_file, results, evaluator="faster_coco_eval",
       ev.evaluate()
       ev.accumulate()
       ev.summarize()
-    table = "\n".join(l for l in buf.getvalue().splitlines()
-                      if "Average" in l)
-    text.append(f"{iou_type}:\n{table}")
+    text.append(f"{iou_type}:\n{format_table(ev.stats[:12])}")
     metrics.update({f"{iou_type}_{n}": float(v)
                     for n, v in zip(STAT_NAMES, ev.stats[:12])})
   return metrics, "\n".join(text)

@@ -174,9 +174,10 @@ def test_scnet_mask_head_with_transposed_conv(scnet):
     logits = F.conv2d(h, t("conv_logits.weight"), t("conv_logits.bias"))
   ours, _ = MaskHead(80, num_convs=12, conv_to_res=True).apply(
       {"params": variables["params"]["mask_head_0"]}, x)
-  np.testing.assert_allclose(np.asarray(ours),
-                             logits.permute(0, 2, 3, 1).numpy(), rtol=1e-3,
-                             atol=1e-3)
+  ref = logits.permute(0, 2, 3, 1).numpy()
+  # 12 random residual convs grow activations to ~1e3: compare to scale.
+  np.testing.assert_allclose(np.asarray(ours), ref, rtol=1e-4,
+                             atol=1e-5 * np.abs(ref).max())
 
 
 def test_mismatches_are_refused_with_key_names():

@@ -15,6 +15,10 @@ from scnet_jax.predictor import load_config
 from scnet_jax.training.state import init_variables
 
 torch.manual_seed(0)
+# Random heads score about 0.5-0.9 here; a threshold above the default
+# 0.05 keeps fewer than 100 detections, so the set is fixed by the
+# threshold, not by a cut through near-equal scores.
+SCORE_THR = 0.6
 
 
 def _np_state_dict(module):
@@ -63,13 +67,12 @@ def maskrcnn_pair():
   image = skimage.data.astronaut()  # 512 x 512: no resize at 512..512
   tv = torchvision.models.detection.maskrcnn_resnet50_fpn(
       weights=None, weights_backbone=None, min_size=512, max_size=512,
-      box_score_thresh=0.05).eval()
-  with torch.no_grad():  # sharpen random heads so detections are varied
-    tv.roi_heads.box_predictor.cls_score.weight.mul_(40.0)
-    tv.roi_heads.box_predictor.bbox_pred.weight.mul_(10.0)
+      box_score_thresh=SCORE_THR).eval()
+  with torch.no_grad():  # spread the random mask logits over (0, 1)
     tv.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(10.0)
   config = load_config("configs/mask_rcnn_r50_fpn_torchvision.py")
   config.data.buckets = ((512, 512),)
+  config.model.test.score_thr = SCORE_THR
   model = build_model(config)
   params, stats = init_variables(model, config, 0)
   variables, _ = convert_state_dict(_np_state_dict(tv), "torchvision",
@@ -115,7 +118,7 @@ def test_detections_and_masks_match(maskrcnn_pair):
   out, _, _, _, det = maskrcnn_pair
   n = int(out["num_detections"][0])
   ref_boxes = det["boxes"].numpy()
-  assert n == len(ref_boxes) and n >= 5
+  assert n == len(ref_boxes) and 5 <= n < 100
   boxes = np.asarray(out["boxes"][0, :n])
   # Match each of torchvision's detections to ours (same box and label).
   dist = np.abs(ref_boxes[:, None, :] - boxes[None, :, :]).max(-1)
