@@ -30,4 +30,11 @@ def run_cli(main):
   except flags.Error as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except (KeyError, AttributeError) as e:
+    # ml_collections raises these for a --config.FIELD that does not exist.
+    bad = [a.split("=")[0] for a in sys.argv[1:] if a.startswith("--config.")
+           and str(e).strip("'\"") in a.split("=")[0]]
+    print(f"error: no such config field: {bad[0] if bad else e} (see the "
+          f"config file for the fields there are)", file=sys.stderr)
+    sys.exit(2)
   app.run(guarded, argv=sys.argv, flags_parser=lambda argv: argv)

@@ -80,7 +80,10 @@ def nms(boxes, scores, iou_threshold, max_output, valid=None, tile_size=256):
       k_new = tile_alive & ~jnp.any(over & k[None, :], axis=1)
       return k_new, jnp.any(k_new != k)
 
-    k, _ = jax.lax.while_loop(lambda s: s[1], body, (tile_alive, True))
+    # Initial carries derive from the inputs so that, under shard_map, they
+    # have the same (varying) type as the loop's outputs.
+    changed = jnp.any(tile_alive) | True
+    k, _ = jax.lax.while_loop(lambda s: s[1], body, (tile_alive, changed))
     return k
 
   def tile_step(state):
@@ -94,9 +97,10 @@ def nms(boxes, scores, iou_threshold, max_output, valid=None, tile_size=256):
     i, _, count = state
     return (i < num_tiles) & (count < max_output)
 
-  keep0 = jnp.zeros((num_tiles, t), bool)
+  keep0 = jnp.zeros_like(alive)
   _, keep, count = jax.lax.while_loop(
-      not_done, tile_step, (jnp.int32(0), keep0, jnp.int32(0)))
+      not_done, tile_step,
+      (jnp.int32(0), keep0, jnp.sum(keep0, dtype=jnp.int32)))
   keep = keep.reshape(-1)[:n]
   pos = jnp.nonzero(keep, size=max_output, fill_value=-1)[0]
   idx = jnp.where(pos >= 0, order[jnp.maximum(pos, 0)], -1).astype(jnp.int32)
