@@ -1,6 +1,7 @@
 """A small htc on the embedded shapes dataset (CPU-sized).
 
-  python train.py --config configs/htc_tiny_shapes.py --workdir runs/htc_tiny
+  python train.py --config configs/htc_tiny_shapes.py \
+      --workdir runs/htc_tiny
 ResNet-18 at quarter width with GroupNorm (trained from scratch), 64-channel
 FPN and heads, 128x128 images; all model switches as in the full model.
 """

@@ -1,6 +1,7 @@
 """A small scnet on the embedded shapes dataset (CPU-sized).
 
-  python train.py --config configs/scnet_tiny_shapes.py --workdir runs/scnet_tiny
+  python train.py --config configs/scnet_tiny_shapes.py \
+      --workdir runs/scnet_tiny
 ResNet-18 at quarter width with GroupNorm (trained from scratch), 64-channel
 FPN and heads, 128x128 images; all model switches as in the full model.
 """
