@@ -23,7 +23,8 @@ def _rpn(family):
       pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3, num_samples=256,
       pos_fraction=0.5, loss_bbox_beta=1.0 / 9.0,
       train_pre_nms=2000, train_post_nms=2000 if two_k else 1000,
-      test_pre_nms=1000, test_post_nms=1000, nms_iou=0.7))
+      test_pre_nms=1000, test_post_nms=1000, nms_iou=0.7,
+      min_box_size=0.0))
 
 
 def _roi(family):
@@ -82,7 +83,8 @@ def get_base(family):
   m.glbctx_loss_weight = 3.0
   m.test = ml_collections.ConfigDict(dict(
       score_thr=0.001 if family in ("htc", "scnet") else 0.05,
-      nms_iou=0.5, max_per_img=100, pre_nms_topk=10000, mask_thr=0.5))
+      nms_iou=0.5, max_per_img=100, pre_nms_topk=10000, mask_thr=0.5,
+      min_box_size=0.0))
 
   d = c.data = ml_collections.ConfigDict()
   d.source = "coco"           # "coco", "shapes" or "tfds"

@@ -14,11 +14,10 @@ from scnet_jax.models.backbones.resnet import ResNet
 from scnet_jax.predictor import load_config
 from scnet_jax.training.state import init_variables
 
-torch.manual_seed(0)
-# Random heads score about 0.5-0.9 here; a threshold above the default
+# Random heads score about 0.6-0.9 here; a threshold above the default
 # 0.05 keeps fewer than 100 detections, so the set is fixed by the
 # threshold, not by a cut through near-equal scores.
-SCORE_THR = 0.6
+SCORE_THR = 0.75
 
 
 def _np_state_dict(module):
@@ -30,6 +29,7 @@ def _rel(a, b):
 
 
 def test_resnet50_features_match_torchvision():
+  torch.manual_seed(0)  # independent of what ran before
   tv = torchvision.models.resnet50(weights=None).eval()
   with torch.no_grad():  # non-trivial BN statistics
     for m in tv.modules():
@@ -65,11 +65,10 @@ def test_resnet50_features_match_torchvision():
 @pytest.fixture(scope="module")
 def maskrcnn_pair():
   image = skimage.data.astronaut()  # 512 x 512: no resize at 512..512
+  torch.manual_seed(0)  # independent of what ran before
   tv = torchvision.models.detection.maskrcnn_resnet50_fpn(
       weights=None, weights_backbone=None, min_size=512, max_size=512,
       box_score_thresh=SCORE_THR).eval()
-  with torch.no_grad():  # spread the random mask logits over (0, 1)
-    tv.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(10.0)
   config = load_config("configs/mask_rcnn_r50_fpn_torchvision.py")
   config.data.buckets = ((512, 512),)
   config.model.test.score_thr = SCORE_THR
@@ -117,22 +116,28 @@ def test_proposals_match(maskrcnn_pair):
 def test_detections_and_masks_match(maskrcnn_pair):
   out, _, _, _, det = maskrcnn_pair
   n = int(out["num_detections"][0])
-  ref_boxes = det["boxes"].numpy()
-  assert n == len(ref_boxes) and 5 <= n < 100
-  boxes = np.asarray(out["boxes"][0, :n])
+  assert 5 <= n < 100
+  # Leave out scores within 1e-3 of the threshold: a 1e-5 difference may
+  # put such a detection on either side.
+  ref_scores = det["scores"].numpy()
+  ours_scores = np.asarray(out["scores"][0, :n])
+  ref_sel = ref_scores > SCORE_THR + 1e-3
+  ours_sel = ours_scores > SCORE_THR + 1e-3
+  assert ref_sel.sum() == ours_sel.sum() >= 5
+  ref_boxes = det["boxes"].numpy()[ref_sel]
+  boxes = np.asarray(out["boxes"][0, :n])[ours_sel]
+  labels = np.asarray(out["labels"][0, :n])[ours_sel] + 1  # bg first there
   # Match each of torchvision's detections to ours (same box and label).
   dist = np.abs(ref_boxes[:, None, :] - boxes[None, :, :]).max(-1)
-  labels = np.asarray(out["labels"][0, :n]) + 1  # background first there
-  same_label = det["labels"].numpy()[:, None] == labels[None, :]
+  same_label = det["labels"].numpy()[ref_sel][:, None] == labels[None, :]
   dist = np.where(same_label, dist, np.inf)
   match = dist.argmin(axis=1)
   assert np.all(dist.min(axis=1) < 0.01)
-  assert len(set(match.tolist())) == n
-  np.testing.assert_allclose(np.asarray(out["scores"][0, :n])[match],
-                             det["scores"].numpy(), atol=1e-4)
+  assert len(set(match.tolist())) == len(match)
+  np.testing.assert_allclose(ours_scores[ours_sel][match], ref_scores[ref_sel],
+                             atol=1e-4)
   # roi_heads returns the 28x28 probabilities; the transform pastes later.
-  ref_masks = det["masks"][:, 0].numpy()
-  assert ref_masks.shape[-1] == 28
-  np.testing.assert_allclose(np.asarray(out["masks"][0, :n])[match],
-                             ref_masks, atol=1e-3)
-
+  ref_masks = det["masks"][:, 0].numpy()[ref_sel]
+  assert ref_masks.shape[-1] == 28 and np.ptp(ref_masks) > 0.01
+  ours_masks = np.asarray(out["masks"][0, :n])[ours_sel]
+  np.testing.assert_allclose(ours_masks[match], ref_masks, atol=1e-3)

@@ -53,7 +53,7 @@ def rpn_loss(keys, logits, deltas, anchors, inside, gt_boxes, gt_valid, cfg,
 
 
 def proposals(level_logits, level_deltas, level_anchors, image_hw, pre_nms,
-              post_nms, nms_iou, delta_clamp="symmetric"):
+              post_nms, nms_iou, delta_clamp="symmetric", min_size=0.0):
   """Per-level top-k, decode, clip, NMS within each level, top-k overall.
 
   Args:
@@ -64,6 +64,8 @@ def proposals(level_logits, level_deltas, level_anchors, image_hw, pre_nms,
     pre_nms: static per-level candidates; post_nms: static output count.
     nms_iou: NMS threshold.
     delta_clamp: see ops.decode_deltas.
+    min_size: boxes narrower or lower than this are dropped before NMS
+      (torchvision: 1e-3); 0 drops only empty boxes (mmdet >= 2.1x).
   Returns:
     boxes [B, post_nms, 4] float32 (no gradient), valid [B, post_nms] bool,
     scores [B, post_nms] float32.
@@ -82,9 +84,10 @@ def proposals(level_logits, level_deltas, level_anchors, image_hw, pre_nms,
   boxes = jax.lax.stop_gradient(jnp.concatenate(boxes, axis=1))
   scores = jax.lax.stop_gradient(jnp.concatenate(scores, axis=1))
   levels = jnp.concatenate(levels)
-  # mmdet >= 2.1x drops zero-width or zero-height boxes before NMS.
-  nondegenerate = (boxes[..., 2] > boxes[..., 0]) & \
-      (boxes[..., 3] > boxes[..., 1])
+  w = boxes[..., 2] - boxes[..., 0]
+  h = boxes[..., 3] - boxes[..., 1]
+  nondegenerate = (w >= min_size) & (h >= min_size) if min_size > 0 else \
+      (w > 0) & (h > 0)
 
   def per_image(b, s, v):
     keep, num = ops.batched_nms(b, s, levels, nms_iou, post_nms, valid=v)

@@ -211,7 +211,7 @@ class TwoStageDetector(nn.Module):
     cand, cand_valid, _ = rpn.proposals(
         [o[0] for o in rpn_out], [o[1] for o in rpn_out], anchors, image_hw,
         c.rpn.train_pre_nms, c.rpn.train_post_nms, c.rpn.nms_iou,
-        c.delta_clamp)
+        c.delta_clamp, c.rpn.min_box_size)
 
     (sem_logits, sem_feat), (glb_logits, glb_feat) = self._context(feats)
     if sem_logits is not None:
@@ -337,7 +337,8 @@ class TwoStageDetector(nn.Module):
     rois, roi_valid, _ = rpn.proposals(
         [o[0] for o in rpn_out], [o[1] for o in rpn_out],
         self._anchors(feats), image_hw, c.rpn.test_pre_nms,
-        c.rpn.test_post_nms, c.rpn.nms_iou, c.delta_clamp)
+        c.rpn.test_post_nms, c.rpn.nms_iou, c.delta_clamp,
+        c.rpn.min_box_size)
     # Named intermediates for probing and parity tests:
     # apply(..., mutable=["intermediates"]).
     self.sow("intermediates", "fpn", tuple(feats))
@@ -396,7 +397,9 @@ class TwoStageDetector(nn.Module):
     """One image: boxes [P, C, 4], scores [P, C], roi_valid [P] ->
     (boxes [D, 4], scores [D], labels [D], num) with D = max_per_img.
 
-    Candidates above score_thr (strict) enter a per-class NMS; only the
+    Candidates above score_thr (strict) and at least min_box_size wide and
+    high (torchvision's remove_small_boxes; 0 in mmdet) enter a per-class
+    NMS; only the
     top `pre_nms_topk` candidates by score are considered, which is exact
     unless NMS would have to go past them to find D survivors.
     """
@@ -405,7 +408,9 @@ class TwoStageDetector(nn.Module):
     flat_scores = scores.reshape(-1)
     flat_boxes = boxes.reshape(-1, 4)
     labels = jnp.tile(jnp.arange(nc, dtype=jnp.int32), p)
-    valid = (flat_scores > t.score_thr) & jnp.repeat(roi_valid, nc)
+    wh = flat_boxes[:, 2:] - flat_boxes[:, :2]
+    valid = (flat_scores > t.score_thr) & jnp.repeat(roi_valid, nc) & \
+        jnp.all(wh >= t.min_box_size, axis=-1)
     k = min(t.pre_nms_topk, p * nc)
     top_scores, idx = jax.lax.top_k(jnp.where(valid, flat_scores, -1.0), k)
     keep, num = ops.batched_nms(flat_boxes[idx], top_scores, labels[idx],
