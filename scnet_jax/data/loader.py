@@ -29,6 +29,12 @@ def record_buckets(source, data_cfg):
   return np.asarray(out, np.int64), buckets
 
 
+def steps_per_epoch(bucket_of, global_batch):
+  """Full global batches per epoch (each batch holds one bucket)."""
+  return int(sum(np.sum(bucket_of == b) // global_batch
+                 for b in np.unique(bucket_of)))
+
+
 class TrainPlan:
   """Sequence of (record index, bucket index, flip) for one host."""
 
@@ -44,8 +50,7 @@ class TrainPlan:
     self.seed = seed
     self.flip_prob = flip_prob
     self.num_steps = num_steps
-    groups = [np.nonzero(bucket_of == b)[0] for b in np.unique(bucket_of)]
-    self.steps_per_epoch = sum(len(g) // global_batch for g in groups)
+    self.steps_per_epoch = steps_per_epoch(bucket_of, global_batch)
     if self.steps_per_epoch == 0:
       raise ValueError(f"{len(bucket_of)} training images give no full "
                        f"global batch of {global_batch}")

@@ -7,8 +7,6 @@ the image, nearest for stuff maps), optional horizontal flip, padding with
 taken at stride 8. Ground truth is padded to `max_instances`; masks become
 fixed-size crops of their boxes (ops.mask_targets).
 """
-import math
-
 import numpy as np
 from PIL import Image
 
@@ -150,6 +148,3 @@ def check_buckets(buckets):
       raise DataError(f"data.buckets: {bh}x{bw} is not a multiple of 32")
   return [tuple(b) for b in buckets]
 
-
-def steps_per_epoch(num_images, global_batch):
-  return max(1, math.floor(num_images / global_batch))

@@ -50,14 +50,10 @@ def train(config, workdir, log=print):
   initialize_distributed()
   check_batch(config.global_batch)
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json(indent=1))
-
   source = train_source(config, log)
   model = build_model(config, axis_name=AXIS)
   bucket_of, _ = loader.record_buckets(source, config.data)
-  spe = loader.TrainPlan(bucket_of, config.global_batch, config.seed, 0.0,
-                         1).steps_per_epoch
+  spe = loader.steps_per_epoch(bucket_of, config.global_batch)
   total = total_steps_of(config, spe)
   t0 = time.perf_counter()
   params, batch_stats = init_variables(model, config, config.seed)
@@ -80,6 +76,9 @@ def train(config, workdir, log=print):
   elif config.init_from:
     state = state.replace(params=load_init_weights(
         config, state.params, config.init_from, log))
+  # Written once the workdir is known to be this model's.
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json(indent=1))
   log(f"Model {config.model_name}: "
       f"{sum(np.prod(x.shape) for x in jax.tree.leaves(state.params)):,} "
       f"params; {len(source)} training images, {spe} steps/epoch, "
@@ -119,7 +118,7 @@ def train(config, workdir, log=print):
             f"last good state is saved in {workdir}/checkpoints/{step - 1}")
       lr = float(schedule(step - 1))
       record = {k: float(v) for k, v in metrics.items() if k != "finite"}
-      record.update(step=step, epoch=(step - 1) / spe + 1e-9, lr=lr)
+      record.update(step=step, epoch=step / spe, lr=lr)
       writer.write(step, record)
       if step % config.log_every == 0 or step == total:
         dt = time.perf_counter() - window_t
