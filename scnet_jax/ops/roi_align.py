@@ -23,6 +23,8 @@ import jax.numpy as jnp
 from scnet_jax.ops._checks import check_positive_size, check_rank
 
 DEFAULT_MAX_GRID = 4
+# Largest gathered tap array (elements) built at once; 2^26 floats = 256 MiB.
+MAX_GATHER_ELEMENTS = 1 << 26
 
 
 def _axis_samples(start, bin_size, out_len, grid, cap, length):
@@ -116,8 +118,19 @@ def _roi_align_flat(flat, rois, scale, height, width, offset, output_size,
            width[:, None, None, None, None] + ix).reshape(k, oh, ow,
                                                           taps * taps)
   weight = (wy * wx).reshape(k, oh, ow, taps * taps)
-  values = jnp.take(flat, index, axis=0, mode="clip")
-  out = jnp.sum(values.astype(jnp.float32) * weight[..., None], axis=3)
+  def gather(idx_w):
+    idx, wgt = idx_w
+    values = jnp.take(flat, idx, axis=0, mode="clip")
+    return jnp.sum(values.astype(jnp.float32) * wgt[..., None], axis=-2)
+
+  # The gathered taps are materialised before the reduction; bound them by
+  # mapping over chunks of RoIs when they would not fit comfortably.
+  per_roi = oh * ow * taps * taps * flat.shape[-1]
+  if k * per_roi > MAX_GATHER_ELEMENTS and k > 1:
+    chunk = max(1, MAX_GATHER_ELEMENTS // per_roi)
+    out = jax.lax.map(gather, (index, weight), batch_size=chunk)
+  else:
+    out = gather((index, weight))
   return out.astype(flat.dtype)
 
 

@@ -62,6 +62,20 @@ def test_vmap_over_images():
         out[i], _torch_ref(feats[i], rois[i], 7, 0.25, 2, True), atol=1e-4)
 
 
+def test_chunked_gather_equals_one_gather(monkeypatch):
+  import sys
+  mod = sys.modules["scnet_jax.ops.roi_align"]
+  rng = np.random.default_rng(5)
+  feat = rng.normal(size=(20, 24, 8)).astype(np.float32)
+  rois = _random_rois(rng, 37, 150.0)
+  whole = ops.roi_align(feat, rois, 7, 0.125, 2, method="gather")
+  monkeypatch.setattr(mod, "MAX_GATHER_ELEMENTS", 7 * 7 * 16 * 8 * 5)
+  chunked = jax.jit(lambda f, r: ops.roi_align(f, r, 7, 0.125, 2,
+                                               method="gather"))(feat, rois)
+  np.testing.assert_allclose(np.asarray(chunked), np.asarray(whole),
+                             atol=1e-5)
+
+
 def test_adaptive_cap_falls_back_to_even_samples():
   # A RoI needing 6 samples per bin with max_grid=3 equals sampling_ratio=3.
   rng = np.random.default_rng(1)
