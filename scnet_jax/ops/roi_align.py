@@ -155,11 +155,11 @@ def _roi_align_dense(features, rois, spatial_scale, output_size,
 
 def roi_align(features, rois, output_size, spatial_scale, sampling_ratio,
               aligned=True, max_grid=DEFAULT_MAX_GRID, method="auto"):
-  """RoIAlign on one image (vmap for a batch).
+  """RoIAlign on one image or a batch.
 
   Args:
-    features: [H, W, C] float32 or bfloat16.
-    rois: [K, 4] float (x1, y1, x2, y2) in image pixels.
+    features: [H, W, C] or [B, H, W, C], float32 or bfloat16.
+    rois: [K, 4] or [B, K, 4] float (x1, y1, x2, y2) in image pixels.
     output_size: int or (oh, ow).
     spatial_scale: feature pixels per image pixel (1 / stride).
     sampling_ratio: samples per bin axis; 0 for the adaptive rule.
@@ -169,30 +169,27 @@ def roi_align(features, rois, output_size, spatial_scale, sampling_ratio,
     method: "gather", "dense" (separable matmuls, for small maps such as
       the stride-8 semantic feature), or "auto" (by a static cost model).
   Returns:
-    [K, oh, ow, C] in the features' dtype; bins outside the map are 0.
+    [K, oh, ow, C] or [B, K, oh, ow, C] in the features' dtype; bins
+    outside the map are 0.
   """
-  check_rank("roi_align features", features, 3)
-  check_rank("roi_align rois", rois, 2, 4)
+  batched = _check_batch("roi_align", [features], rois)
+  if not batched:
+    features, rois = features[None], rois[None]
   output_size = check_positive_size("roi_align output_size", output_size)
-  if sampling_ratio < 0:
-    raise ValueError(f"roi_align sampling_ratio must be >= 0, got "
-                     f"{sampling_ratio}")
-  h, w, c = features.shape
-  if method == "auto":
-    method = "dense" if _dense_cost(h, w, output_size) < _gather_cost(
-        output_size, sampling_ratio, max_grid) else "gather"
+  _check_sampling(sampling_ratio)
+  _, h, w, _ = features.shape
+  method = _pick_method(method, [(h, w)], output_size, sampling_ratio,
+                        max_grid)
   if method == "dense":
-    return _roi_align_dense(features, rois, spatial_scale, output_size,
-                            sampling_ratio, aligned, max_grid)
-  if method != "gather":
-    raise ValueError(f"roi_align method must be auto, gather or dense, got "
-                     f"{method!r}")
-  k = rois.shape[0]
-  const = lambda v: jnp.full((k,), v, jnp.int32)
-  return _roi_align_flat(
-      features.reshape(h * w, c), rois,
-      jnp.full((k,), spatial_scale, jnp.float32), const(h), const(w),
-      const(0), output_size, sampling_ratio, aligned, max_grid)
+    out = jax.vmap(lambda f, r: _roi_align_dense(
+        f, r, spatial_scale, output_size, sampling_ratio, aligned,
+        max_grid))(features, rois)
+  else:
+    out = _roi_align_levels([features], rois, jnp.zeros(rois.shape[:2],
+                                                        jnp.int32),
+                            [spatial_scale], output_size, sampling_ratio,
+                            aligned, max_grid)
+  return out if batched else out[0]
 
 
 def map_roi_levels(rois, num_levels, finest_scale=56, mapper="mmdet"):
@@ -233,52 +230,108 @@ def multilevel_roi_align(features, rois, output_size, strides,
                          sampling_ratio, aligned=True, finest_scale=56,
                          max_grid=DEFAULT_MAX_GRID, mapper="mmdet",
                          method="auto"):
-  """RoIAlign over FPN levels with level mapping, one image.
+  """RoIAlign over FPN levels with level mapping, one image or a batch.
 
   Args:
-    features: sequence of L arrays [H_l, W_l, C] (e.g. P2..P5).
-    rois: [K, 4] boxes in image pixels.
+    features: sequence of L arrays [H_l, W_l, C] (e.g. P2..P5), or
+      [B, H_l, W_l, C] for a batch.
+    rois: [K, 4] (or [B, K, 4]) boxes in image pixels.
     output_size: int or (oh, ow).
     strides: L ints, the stride of each level (spatial scale 1 / stride).
     sampling_ratio, aligned, max_grid: as in `roi_align`.
     finest_scale: 56 in mmdet (224 / 2^2 in torchvision's terms).
     mapper: "mmdet" or "torchvision" epsilon placement.
-    method: "gather" (one gather over all levels), "dense" (per-level
-      separable matmuls, each RoI weighted 0 on the levels it does not
-      use; cheaper on small maps) or "auto".
+    method: "gather" (one gather over all levels and images), "dense"
+      (per-level separable matmuls, each RoI weighted 0 on the levels it
+      does not use; cheaper on small maps) or "auto".
   Returns:
-    [K, oh, ow, C] in the features' dtype.
+    [K, oh, ow, C] (or [B, K, oh, ow, C]) in the features' dtype.
   """
   if len(features) != len(strides):
     raise ValueError(f"multilevel_roi_align: {len(features)} feature maps "
                      f"but {len(strides)} strides")
-  for i, f in enumerate(features):
-    check_rank(f"multilevel_roi_align features[{i}]", f, 3)
-  check_rank("multilevel_roi_align rois", rois, 2, 4)
+  batched = _check_batch("multilevel_roi_align", features, rois)
+  if not batched:
+    features, rois = [f[None] for f in features], rois[None]
   output_size = check_positive_size("multilevel_roi_align output_size",
                                     output_size)
-  sizes = [f.shape[:2] for f in features]
+  _check_sampling(sampling_ratio)
   lvl = map_roi_levels(rois, len(features), finest_scale, mapper)
-  if method == "auto":
-    dense = sum(_dense_cost(h, w, output_size) for h, w in sizes)
-    method = "dense" if dense < _gather_cost(output_size, sampling_ratio,
-                                             max_grid) else "gather"
+  method = _pick_method(method, [f.shape[1:3] for f in features],
+                        output_size, sampling_ratio, max_grid)
   if method == "dense":
     out = 0
     for i, (f, s) in enumerate(zip(features, strides)):
-      part = _roi_align_dense(f, rois, 1.0 / s, output_size, sampling_ratio,
-                              aligned, max_grid)
-      out = out + jnp.where((lvl == i)[:, None, None, None], part, 0)
-    return out.astype(features[0].dtype)
+      part = jax.vmap(lambda fi, r, s=s: _roi_align_dense(
+          fi, r, 1.0 / s, output_size, sampling_ratio, aligned,
+          max_grid))(f, rois)
+      out = out + jnp.where((lvl == i)[..., None, None, None], part, 0)
+    out = out.astype(features[0].dtype)
+  else:
+    out = _roi_align_levels(features, rois, lvl, [1.0 / s for s in strides],
+                            output_size, sampling_ratio, aligned, max_grid)
+  return out if batched else out[0]
+
+
+def _roi_align_levels(features, rois, lvl, scales, output_size,
+                      sampling_ratio, aligned, max_grid):
+  """One gather over every level of every image.
+
+  A vmap of the single-image gather becomes a batched gather, which XLA's
+  CPU backend runs an order of magnitude slower; folding the batch into the
+  flat offsets keeps it one plain gather (and one scatter-add backward).
+
+  Args:
+    features: L arrays [B, H_l, W_l, C].
+    rois: [B, K, 4]; lvl: [B, K] int32 level of each RoI.
+    scales: L floats, spatial scale of each level.
+  Returns:
+    [B, K, oh, ow, C].
+  """
+  bsz, k = rois.shape[:2]
+  sizes = [f.shape[1:3] for f in features]
   starts = [0]
   for h, w in sizes[:-1]:
-    starts.append(starts[-1] + h * w)
+    starts.append(starts[-1] + bsz * h * w)
   flat = jnp.concatenate(
       [f.reshape(-1, f.shape[-1]) for f in features], axis=0)
   pick = lambda vals, dtype: jnp.asarray(vals, dtype)[lvl]
-  return _roi_align_flat(
-      flat, rois, pick([1.0 / s for s in strides], jnp.float32),
-      pick([h for h, _ in sizes], jnp.int32),
-      pick([w for _, w in sizes], jnp.int32),
-      pick(starts, jnp.int32), output_size, sampling_ratio, aligned,
-      max_grid)
+  height = pick([h for h, _ in sizes], jnp.int32)
+  width = pick([w for _, w in sizes], jnp.int32)
+  image = jnp.arange(bsz, dtype=jnp.int32)[:, None]
+  offset = pick(starts, jnp.int32) + image * height * width
+  flatten = lambda x: x.reshape(bsz * k, *x.shape[2:])
+  out = _roi_align_flat(
+      flat, flatten(rois), flatten(pick(scales, jnp.float32)),
+      flatten(height), flatten(width), flatten(offset), output_size,
+      sampling_ratio, aligned, max_grid)
+  return out.reshape(bsz, k, *out.shape[1:])
+
+
+def _check_batch(name, features, rois):
+  """Checks ranks; True when features and rois carry a batch dim."""
+  batched = rois.ndim == 3
+  check_rank(f"{name} rois", rois, 3 if batched else 2, 4)
+  for i, f in enumerate(features):
+    check_rank(f"{name} features[{i}]", f, 4 if batched else 3)
+    if batched and f.shape[0] != rois.shape[0]:
+      raise ValueError(f"{name}: features[{i}] has batch {f.shape[0]} but "
+                       f"rois have batch {rois.shape[0]}")
+  return batched
+
+
+def _check_sampling(sampling_ratio):
+  if sampling_ratio < 0:
+    raise ValueError(f"roi_align sampling_ratio must be >= 0, got "
+                     f"{sampling_ratio}")
+
+
+def _pick_method(method, sizes, output_size, sampling_ratio, max_grid):
+  if method == "auto":
+    dense = sum(_dense_cost(h, w, output_size) for h, w in sizes)
+    return "dense" if dense < _gather_cost(output_size, sampling_ratio,
+                                           max_grid) else "gather"
+  if method not in ("gather", "dense"):
+    raise ValueError(f"roi_align method must be auto, gather or dense, got "
+                     f"{method!r}")
+  return method

@@ -52,14 +52,19 @@ def test_empty_rois_and_bfloat16():
   np.testing.assert_allclose(np.asarray(bf, np.float32), ref, atol=5e-2)
 
 
-def test_vmap_over_images():
+@pytest.mark.parametrize("method", ["gather", "dense"])
+def test_batch_and_vmap_match_torchvision_per_image(method):
+  # The batched call folds images into one gather; vmap must agree too.
   rng = np.random.default_rng(3)
   feats = rng.normal(size=(3, 16, 16, 4)).astype(np.float32)
   rois = np.stack([_random_rois(rng, 10, 64.0) for _ in range(3)])
-  out = jax.vmap(lambda f, r: ops.roi_align(f, r, 7, 0.25, 2))(feats, rois)
-  for i in range(3):
-    np.testing.assert_allclose(
-        out[i], _torch_ref(feats[i], rois[i], 7, 0.25, 2, True), atol=1e-4)
+  call = lambda f, r: ops.roi_align(f, r, 7, 0.25, 2, method=method)
+  for out in (jax.jit(call)(feats, rois), jax.vmap(call)(feats, rois)):
+    assert out.shape == (3, 10, 7, 7, 4)
+    for i in range(3):
+      np.testing.assert_allclose(
+          out[i], _torch_ref(feats[i], rois[i], 7, 0.25, 2, True),
+          atol=1e-4)
 
 
 def test_chunked_gather_equals_one_gather(monkeypatch):
@@ -86,22 +91,26 @@ def test_adaptive_cap_falls_back_to_even_samples():
                              atol=1e-5)
 
 
-def test_multilevel_matches_torchvision_multiscale():
+@pytest.mark.parametrize("batch", [None, 2])
+def test_multilevel_matches_torchvision_multiscale(batch):
   # torchvision's MultiScaleRoIAlign: canonical 224 at level 4, aligned=False.
   from torchvision.ops import MultiScaleRoIAlign
   rng = np.random.default_rng(2)
   size = 256
   strides = [4, 8, 16, 32]
-  feats = [rng.normal(size=(size // s, size // s, 4)).astype(np.float32)
+  n = batch or 1
+  feats = [rng.normal(size=(n, size // s, size // s, 4)).astype(np.float32)
            for s in strides]
-  xy = rng.uniform(0, 200, size=(80, 2))
-  wh = np.exp(rng.uniform(np.log(4), np.log(250), size=(80, 2)))
-  rois = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+  xy = rng.uniform(0, 200, size=(n, 80, 2))
+  wh = np.exp(rng.uniform(np.log(4), np.log(250), size=(n, 80, 2)))
+  rois = np.concatenate([xy, xy + wh], -1).astype(np.float32)
   pooler = MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
-  tfeats = {str(i): torch.tensor(f).permute(2, 0, 1)[None]
+  tfeats = {str(i): torch.tensor(f).permute(0, 3, 1, 2)
             for i, f in enumerate(feats)}
-  ref = pooler(tfeats, [torch.tensor(rois)], [(size, size)])
-  ref = ref.permute(0, 2, 3, 1).numpy()
+  ref = pooler(tfeats, [torch.tensor(r) for r in rois], [(size, size)] * n)
+  ref = ref.permute(0, 2, 3, 1).numpy().reshape(n, 80, 7, 7, 4)
+  if batch is None:
+    feats, rois, ref = [f[0] for f in feats], rois[0], ref[0]
   out = jax.jit(lambda fs, r: ops.multilevel_roi_align(
       fs, r, 7, strides, 2, aligned=False, mapper="torchvision"))(feats, rois)
   np.testing.assert_allclose(np.asarray(out), ref, atol=1e-4)
@@ -119,6 +128,8 @@ def test_level_mapping_mmdet_rule():
     dict(features=np.zeros((4, 4)), rois=np.zeros((1, 4)), output_size=7),
     dict(features=np.zeros((4, 4, 1)), rois=np.zeros((1, 5)), output_size=7),
     dict(features=np.zeros((4, 4, 1)), rois=np.zeros((1, 4)), output_size=-1),
+    dict(features=np.zeros((2, 4, 4, 1)), rois=np.zeros((3, 1, 4)),
+         output_size=7),
 ])
 def test_bad_input_raises_clear_error(bad):
   with pytest.raises(ValueError, match="roi_align"):

@@ -97,7 +97,8 @@ class TwoStageDetector(nn.Module):
     return self.cfg.sample_consistency or self.cfg.roi.num_stages == 1
 
   # ---------------------------------------------------------------- shared
-  def _features(self, image):
+  def features(self, image):
+    """[B, H, W, 3] pixels -> FPN levels, each [B, H_l, W_l, C]."""
     mean = jnp.asarray(self.cfg.pixel_mean, jnp.float32)
     std = jnp.asarray(self.cfg.pixel_std, jnp.float32)
     x = (image.astype(jnp.float32) - mean) / std
@@ -108,6 +109,18 @@ class TwoStageDetector(nn.Module):
     return [ops.grid_anchors(f.shape[1:3], s, c.anchor_scales,
                              c.anchor_ratios, c.round_anchors)
             for f, s in zip(feats, c.strides)]
+
+  def proposals(self, feats, rpn_out, image_hw, train):
+    """RPN outputs -> (rois [B, P, 4], valid [B, P]) after NMS, with the
+    train or test pre/post-NMS caps."""
+    c = self.cfg.rpn
+    pre, post = ((c.train_pre_nms, c.train_post_nms) if train else
+                 (c.test_pre_nms, c.test_post_nms))
+    rois, valid, _ = rpn.proposals(
+        [o[0] for o in rpn_out], [o[1] for o in rpn_out],
+        self._anchors(feats), image_hw, pre, post, c.nms_iou,
+        self.cfg.delta_clamp, c.min_box_size)
+    return rois, valid
 
   def _context(self, feats):
     """Semantic and global-context outputs (None where switched off)."""
@@ -124,13 +137,13 @@ class TwoStageDetector(nn.Module):
     r = self.cfg.roi
     strides = self.cfg.rpn.strides[:r.num_roi_levels]
     levels = feats[:r.num_roi_levels]
-    x = jax.vmap(lambda fs, b: ops.multilevel_roi_align(
-        fs, b, size, strides, r.sampling_ratio, r.aligned, r.finest_scale,
-        r.max_sampling_grid, r.level_mapper))(levels, rois)
+    x = ops.multilevel_roi_align(
+        levels, rois, size, strides, r.sampling_ratio, r.aligned,
+        r.finest_scale, r.max_sampling_grid, r.level_mapper)
     if sem_feat is not None:
-      s = jax.vmap(lambda f, b: ops.roi_align(
-          f, b, r.mask_roi_size, 1.0 / r.semantic_stride, r.sampling_ratio,
-          r.aligned, r.max_sampling_grid))(sem_feat, rois)
+      s = ops.roi_align(sem_feat, rois, r.mask_roi_size,
+                        1.0 / r.semantic_stride, r.sampling_ratio, r.aligned,
+                        r.max_sampling_grid)
       if size != r.mask_roi_size:  # adaptive_avg_pool2d 14 -> 7
         f = r.mask_roi_size // size
         bk = s.shape[:2]
@@ -192,7 +205,7 @@ class TwoStageDetector(nn.Module):
     gt_boxes = batch["gt_boxes"].astype(jnp.float32)
     gt_labels = batch["gt_labels"]
     gt_valid = batch["gt_valid"]
-    feats = self._features(batch["image"])
+    feats = self.features(batch["image"])
     losses = {}
 
     rpn_out = self.rpn_head(feats)
@@ -208,10 +221,7 @@ class TwoStageDetector(nn.Module):
         keys_for(0), jnp.concatenate([o[0] for o in rpn_out], 1),
         jnp.concatenate([o[1] for o in rpn_out], 1), all_anchors, inside,
         gt_boxes, gt_valid, c.rpn, self.axis_name))
-    cand, cand_valid, _ = rpn.proposals(
-        [o[0] for o in rpn_out], [o[1] for o in rpn_out], anchors, image_hw,
-        c.rpn.train_pre_nms, c.rpn.train_post_nms, c.rpn.nms_iou,
-        c.delta_clamp, c.rpn.min_box_size)
+    cand, cand_valid = self.proposals(feats, rpn_out, image_hw, train=True)
 
     (sem_logits, sem_feat), (glb_logits, glb_feat) = self._context(feats)
     if sem_logits is not None:
@@ -332,13 +342,9 @@ class TwoStageDetector(nn.Module):
     c, r, t = self.cfg, self.cfg.roi, self.cfg.test
     image_hw = batch["image_hw"]
     clip_hw = image_hw
-    feats = self._features(batch["image"])
+    feats = self.features(batch["image"])
     rpn_out = self.rpn_head(feats)
-    rois, roi_valid, _ = rpn.proposals(
-        [o[0] for o in rpn_out], [o[1] for o in rpn_out],
-        self._anchors(feats), image_hw, c.rpn.test_pre_nms,
-        c.rpn.test_post_nms, c.rpn.nms_iou, c.delta_clamp,
-        c.rpn.min_box_size)
+    rois, roi_valid = self.proposals(feats, rpn_out, image_hw, train=False)
     # Named intermediates for probing and parity tests:
     # apply(..., mutable=["intermediates"]).
     self.sow("intermediates", "fpn", tuple(feats))
