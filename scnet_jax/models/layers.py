@@ -1,10 +1,17 @@
 """Small building blocks shared by the heads: mmcv's ConvModule without
 norm, mmdet's SimplifiedBasicBlock, a 2x2 stride-2 transposed conv, and the
 initialisers mmdet uses."""
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from scnet_jax.ops.conv import conv_general_dilated
+
+# nn.Conv whose kernel gradient is fast on XLA's CPU backend (ops/conv.py);
+# parameter names and layouts are nn.Conv's.
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
 
 # mmcv kaiming_init: fan_out, relu gain, normal.
 kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -34,7 +41,7 @@ class ConvModule(nn.Module):
   @nn.compact
   def __call__(self, x):
     p = self.kernel_size // 2
-    x = nn.Conv(self.features, (self.kernel_size, self.kernel_size),
+    x = Conv(self.features, (self.kernel_size, self.kernel_size),
                 padding=((p, p), (p, p)), kernel_init=self.kernel_init,
                 dtype=self.dtype, name="conv")(x)
     return nn.relu(x) if self.activation else x
@@ -50,7 +57,7 @@ class SimplifiedBasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
-    conv = lambda name: nn.Conv(c, (3, 3), padding=((1, 1), (1, 1)),
+    conv = lambda name: Conv(c, (3, 3), padding=((1, 1), (1, 1)),
                                 kernel_init=torch_default_conv_init(),
                                 dtype=self.dtype, name=name)
     return conv("conv2")(nn.relu(conv("conv1")(x))) + x

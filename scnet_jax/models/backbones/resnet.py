@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from scnet_jax.models.layers import Conv
+
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3),
                 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -20,7 +22,7 @@ conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 def _conv(features, kernel, stride=1, groups=1, dtype=jnp.float32, name=None):
   p = kernel // 2
-  return nn.Conv(features, (kernel, kernel), (stride, stride),
+  return Conv(features, (kernel, kernel), (stride, stride),
                  padding=((p, p), (p, p)), use_bias=False,
                  feature_group_count=groups, kernel_init=conv_init,
                  dtype=dtype, name=name)

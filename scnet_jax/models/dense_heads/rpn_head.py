@@ -4,7 +4,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from scnet_jax.models.layers import normal
+from scnet_jax.models.layers import Conv, normal
 
 
 class RPNHead(nn.Module):
@@ -17,12 +17,12 @@ class RPNHead(nn.Module):
 
   @nn.compact
   def __call__(self, feats):
-    conv = nn.Conv(self.feat_channels, (3, 3), padding=((1, 1), (1, 1)),
+    conv = Conv(self.feat_channels, (3, 3), padding=((1, 1), (1, 1)),
                    kernel_init=normal(0.01), dtype=self.dtype,
                    name="rpn_conv")
-    cls = nn.Conv(self.num_anchors, (1, 1), kernel_init=normal(0.01),
+    cls = Conv(self.num_anchors, (1, 1), kernel_init=normal(0.01),
                   dtype=self.dtype, name="rpn_cls")
-    reg = nn.Conv(self.num_anchors * 4, (1, 1), kernel_init=normal(0.01),
+    reg = Conv(self.num_anchors * 4, (1, 1), kernel_init=normal(0.01),
                   dtype=self.dtype, name="rpn_reg")
     outs = []
     for x in feats:

@@ -5,7 +5,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from scnet_jax.models.layers import xavier_uniform
+from scnet_jax.models.layers import Conv, xavier_uniform
 
 
 class FPN(nn.Module):
@@ -17,7 +17,7 @@ class FPN(nn.Module):
 
   @nn.compact
   def __call__(self, inputs):
-    conv = lambda k, name: nn.Conv(
+    conv = lambda k, name: Conv(
         self.out_channels, (k, k), padding=((k // 2, k // 2),) * 2,
         kernel_init=xavier_uniform, dtype=self.dtype, name=name)
     laterals = [conv(1, f"lateral_convs_{i}")(x) for i, x in

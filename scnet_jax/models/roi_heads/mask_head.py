@@ -5,7 +5,8 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from scnet_jax.models.layers import (ConvModule, Deconv2x2, ResConvStack,
+from scnet_jax.models.layers import (Conv, ConvModule, Deconv2x2,
+                                     ResConvStack,
                                      kaiming_fan_out)
 
 
@@ -39,6 +40,6 @@ class MaskHead(nn.Module):
       return None, feature
     y = nn.relu(Deconv2x2(self.channels, dtype=self.dtype,
                           name="upsample")(x))
-    logits = nn.Conv(self.num_classes, (1, 1), kernel_init=kaiming_fan_out,
+    logits = Conv(self.num_classes, (1, 1), kernel_init=kaiming_fan_out,
                      dtype=self.dtype, name="conv_logits")(y)
     return logits.astype(jnp.float32), feature

@@ -7,7 +7,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from scnet_jax.models.layers import ConvModule, ResConvStack, kaiming_fan_out
+from scnet_jax.models.layers import (Conv, ConvModule, ResConvStack,
+                                     kaiming_fan_out)
 from scnet_jax.ops.resize import resize_bilinear_align_corners
 
 
@@ -36,7 +37,7 @@ class SemanticHead(nn.Module):
       x = f if x is None else x + f
     x = ResConvStack(self.num_convs, self.channels, self.conv_to_res,
                      dtype=self.dtype, name="convs")(x)
-    logits = nn.Conv(self.num_classes, (1, 1), kernel_init=kaiming_fan_out,
+    logits = Conv(self.num_classes, (1, 1), kernel_init=kaiming_fan_out,
                      dtype=self.dtype, name="conv_logits")(x)
     embedding = ConvModule(self.channels, 1, dtype=self.dtype,
                            name="conv_embedding")(x)
