@@ -40,10 +40,14 @@ def time_call(fn, *args, repeats=5, warmup=1):
 
 
 def report(rows, ratio):
-  """rows: [(name, peer_s, ours_s)]; prints a table, then 'ratio: X'."""
+  """rows: [(name, peer_s, ours_s or None)]; prints a table, then
+  'ratio: X'."""
   print(f"machine: {machine()}")
-  print(f"{'case':<40} {'peer ms':>10} {'ours ms':>10} {'speed-up':>9}")
+  print(f"{'case':<46} {'peer ms':>10} {'ours ms':>10} {'speed-up':>9}")
   for name, peer, ours in rows:
-    print(f"{name:<40} {peer * 1e3:>10.2f} {ours * 1e3:>10.2f} "
-          f"{peer / ours:>9.2f}")
+    if ours is None:  # a stage only the peer runs
+      print(f"{name:<46} {peer * 1e3:>10.2f} {'-':>10} {'-':>9}")
+    else:
+      print(f"{name:<46} {peer * 1e3:>10.2f} {ours * 1e3:>10.2f} "
+            f"{peer / ours:>9.2f}")
   print(f"ratio: {ratio:.3f}")
