@@ -172,24 +172,9 @@ def roi_align(features, rois, output_size, spatial_scale, sampling_ratio,
     [K, oh, ow, C] or [B, K, oh, ow, C] in the features' dtype; bins
     outside the map are 0.
   """
-  batched = _check_batch("roi_align", [features], rois)
-  if not batched:
-    features, rois = features[None], rois[None]
-  output_size = check_positive_size("roi_align output_size", output_size)
-  _check_sampling(sampling_ratio)
-  _, h, w, _ = features.shape
-  method = _pick_method(method, [(h, w)], output_size, sampling_ratio,
-                        max_grid)
-  if method == "dense":
-    out = jax.vmap(lambda f, r: _roi_align_dense(
-        f, r, spatial_scale, output_size, sampling_ratio, aligned,
-        max_grid))(features, rois)
-  else:
-    out = _roi_align_levels([features], rois, jnp.zeros(rois.shape[:2],
-                                                        jnp.int32),
-                            [spatial_scale], output_size, sampling_ratio,
-                            aligned, max_grid)
-  return out if batched else out[0]
+  return _align("roi_align", [features], rois,
+                lambda r: jnp.zeros(r.shape[:2], jnp.int32), [spatial_scale],
+                output_size, sampling_ratio, aligned, max_grid, method)
 
 
 def map_roi_levels(rois, num_levels, finest_scale=56, mapper="mmdet"):
@@ -250,26 +235,45 @@ def multilevel_roi_align(features, rois, output_size, strides,
   if len(features) != len(strides):
     raise ValueError(f"multilevel_roi_align: {len(features)} feature maps "
                      f"but {len(strides)} strides")
-  batched = _check_batch("multilevel_roi_align", features, rois)
+  return _align("multilevel_roi_align", features, rois,
+                lambda r: map_roi_levels(r, len(features), finest_scale,
+                                         mapper),
+                [1.0 / s for s in strides], output_size, sampling_ratio,
+                aligned, max_grid, method)
+
+
+def _align(name, features, rois, level_of, scales, output_size,
+           sampling_ratio, aligned, max_grid, method):
+  """Shared body of `roi_align` and `multilevel_roi_align`.
+
+  Args:
+    features: L arrays [H_l, W_l, C], or [B, H_l, W_l, C] with rois
+      [B, K, 4].
+    level_of: [B, K, 4] rois -> [B, K] int32 level of each RoI.
+    scales: L floats, spatial scale of each level.
+  """
+  batched = _check_batch(name, features, rois)
   if not batched:
     features, rois = [f[None] for f in features], rois[None]
-  output_size = check_positive_size("multilevel_roi_align output_size",
-                                    output_size)
-  _check_sampling(sampling_ratio)
-  lvl = map_roi_levels(rois, len(features), finest_scale, mapper)
+  output_size = check_positive_size(f"{name} output_size", output_size)
+  if sampling_ratio < 0:
+    raise ValueError(f"roi_align sampling_ratio must be >= 0, got "
+                     f"{sampling_ratio}")
+  lvl = level_of(rois)
   method = _pick_method(method, [f.shape[1:3] for f in features],
                         output_size, sampling_ratio, max_grid)
   if method == "dense":
     out = 0
-    for i, (f, s) in enumerate(zip(features, strides)):
-      part = jax.vmap(lambda fi, r, s=s: _roi_align_dense(
-          fi, r, 1.0 / s, output_size, sampling_ratio, aligned,
+    for i, (f, scale) in enumerate(zip(features, scales)):
+      part = jax.vmap(lambda fi, r, scale=scale: _roi_align_dense(
+          fi, r, scale, output_size, sampling_ratio, aligned,
           max_grid))(f, rois)
-      out = out + jnp.where((lvl == i)[..., None, None, None], part, 0)
+      out = part if len(features) == 1 else out + jnp.where(
+          (lvl == i)[..., None, None, None], part, 0)
     out = out.astype(features[0].dtype)
   else:
-    out = _roi_align_levels(features, rois, lvl, [1.0 / s for s in strides],
-                            output_size, sampling_ratio, aligned, max_grid)
+    out = _roi_align_levels(features, rois, lvl, scales, output_size,
+                            sampling_ratio, aligned, max_grid)
   return out if batched else out[0]
 
 
@@ -318,12 +322,6 @@ def _check_batch(name, features, rois):
       raise ValueError(f"{name}: features[{i}] has batch {f.shape[0]} but "
                        f"rois have batch {rois.shape[0]}")
   return batched
-
-
-def _check_sampling(sampling_ratio):
-  if sampling_ratio < 0:
-    raise ValueError(f"roi_align sampling_ratio must be >= 0, got "
-                     f"{sampling_ratio}")
 
 
 def _pick_method(method, sizes, output_size, sampling_ratio, max_grid):
