@@ -42,8 +42,8 @@ class ConvModule(nn.Module):
   def __call__(self, x):
     p = self.kernel_size // 2
     x = Conv(self.features, (self.kernel_size, self.kernel_size),
-                padding=((p, p), (p, p)), kernel_init=self.kernel_init,
-                dtype=self.dtype, name="conv")(x)
+             padding=((p, p), (p, p)), kernel_init=self.kernel_init,
+             dtype=self.dtype, name="conv")(x)
     return nn.relu(x) if self.activation else x
 
 
@@ -58,8 +58,8 @@ class SimplifiedBasicBlock(nn.Module):
   def __call__(self, x):
     c = x.shape[-1]
     conv = lambda name: Conv(c, (3, 3), padding=((1, 1), (1, 1)),
-                                kernel_init=torch_default_conv_init(),
-                                dtype=self.dtype, name=name)
+                             kernel_init=torch_default_conv_init(),
+                             dtype=self.dtype, name=name)
     return conv("conv2")(nn.relu(conv("conv1")(x))) + x
 
 

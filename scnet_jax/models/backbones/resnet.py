@@ -23,9 +23,9 @@ conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 def _conv(features, kernel, stride=1, groups=1, dtype=jnp.float32, name=None):
   p = kernel // 2
   return Conv(features, (kernel, kernel), (stride, stride),
-                 padding=((p, p), (p, p)), use_bias=False,
-                 feature_group_count=groups, kernel_init=conv_init,
-                 dtype=dtype, name=name)
+              padding=((p, p), (p, p)), use_bias=False,
+              feature_group_count=groups, kernel_init=conv_init,
+              dtype=dtype, name=name)
 
 
 class BasicBlock(nn.Module):

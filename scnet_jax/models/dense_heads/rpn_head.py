@@ -18,12 +18,11 @@ class RPNHead(nn.Module):
   @nn.compact
   def __call__(self, feats):
     conv = Conv(self.feat_channels, (3, 3), padding=((1, 1), (1, 1)),
-                   kernel_init=normal(0.01), dtype=self.dtype,
-                   name="rpn_conv")
+                kernel_init=normal(0.01), dtype=self.dtype, name="rpn_conv")
     cls = Conv(self.num_anchors, (1, 1), kernel_init=normal(0.01),
-                  dtype=self.dtype, name="rpn_cls")
+               dtype=self.dtype, name="rpn_cls")
     reg = Conv(self.num_anchors * 4, (1, 1), kernel_init=normal(0.01),
-                  dtype=self.dtype, name="rpn_reg")
+               dtype=self.dtype, name="rpn_reg")
     outs = []
     for x in feats:
       h = nn.relu(conv(x))

@@ -6,8 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from scnet_jax.models.layers import (Conv, ConvModule, Deconv2x2,
-                                     ResConvStack,
-                                     kaiming_fan_out)
+                                     ResConvStack, kaiming_fan_out)
 
 
 class MaskHead(nn.Module):
@@ -41,5 +40,5 @@ class MaskHead(nn.Module):
     y = nn.relu(Deconv2x2(self.channels, dtype=self.dtype,
                           name="upsample")(x))
     logits = Conv(self.num_classes, (1, 1), kernel_init=kaiming_fan_out,
-                     dtype=self.dtype, name="conv_logits")(y)
+                  dtype=self.dtype, name="conv_logits")(y)
     return logits.astype(jnp.float32), feature

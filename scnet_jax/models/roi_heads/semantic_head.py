@@ -38,7 +38,7 @@ class SemanticHead(nn.Module):
     x = ResConvStack(self.num_convs, self.channels, self.conv_to_res,
                      dtype=self.dtype, name="convs")(x)
     logits = Conv(self.num_classes, (1, 1), kernel_init=kaiming_fan_out,
-                     dtype=self.dtype, name="conv_logits")(x)
+                  dtype=self.dtype, name="conv_logits")(x)
     embedding = ConvModule(self.channels, 1, dtype=self.dtype,
                            name="conv_embedding")(x)
     return logits.astype(jnp.float32), embedding
