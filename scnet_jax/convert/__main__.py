@@ -35,7 +35,6 @@ def load_torch_state_dict(path):
 
 
 def convert_file(config, source, checkpoint, out, reinit=False, log=print):
-  import jax
   from scnet_jax import checkpoint as ckpt_lib
   from scnet_jax.convert.core import convert_state_dict
   from scnet_jax.models import build_model
@@ -49,7 +48,6 @@ def convert_file(config, source, checkpoint, out, reinit=False, log=print):
   variables, reinit_keys = convert_state_dict(
       state_dict, layout, {"params": params, "batch_stats": stats}, reinit,
       backbone_only)
-  variables = jax.tree.map(lambda x: x, variables)
   meta = ckpt_lib.make_meta(config, variables["params"])
   meta["source"] = f"{source}:{checkpoint}"
   writer = ckpt_lib.Checkpointer(out, async_save=False)

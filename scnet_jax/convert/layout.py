@@ -145,7 +145,7 @@ def convert_tensor(kind, suffix, x):
   if suffix == "bias":
     if kind == "linear_chw_out":
       x = _chw_out_rows(x)
-    elif kind in ("tv_cls",):
+    elif kind == "tv_cls":
       x = _bg_last(x)
     elif kind == "tv_reg":
       x = x[4:]

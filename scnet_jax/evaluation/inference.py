@@ -66,12 +66,12 @@ def evaluate(config, variables, *, ann_file, image_dir, output_dir,
       futures.append(pool.submit(batch_results, args))
 
   pending = None
-  skipped = []
+  skipped = set()
   t_loop = time.perf_counter()
   for i, batch in enumerate(batches):
     for image_id in batch["image_id"][batch["error"]]:
       if int(image_id) not in skipped:
-        skipped.append(int(image_id))
+        skipped.add(int(image_id))
         log(f"warning: image id {int(image_id)} of {ann_file} could not be "
             f"read; skipped")
     t0 = time.perf_counter()
