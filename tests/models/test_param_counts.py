@@ -1,4 +1,4 @@
-"""Parameter totals equal the spec's (shared/spec/checkpoints/*.json)."""
+"""Parameter totals equal mmdetection's (tests/fixtures/checkpoints)."""
 import json
 import os
 import subprocess
@@ -8,9 +8,9 @@ import pytest
 
 from scnet_jax import config_lib
 from scnet_jax.inspect import part_counts
+from tests.helpers import FIXTURES
 
-SPEC = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared",
-                    "spec", "checkpoints")
+SPEC = os.path.join(FIXTURES, "checkpoints")
 CASES = [("scnet", "mmdet_scnet_r50_fpn_1x_coco.json", 94_799_269),
          ("htc", "mmdet_htc_r50_fpn_1x_coco.json", 80_258_293),
          ("cascade_mask_rcnn", "mmdet_cascade-mask-rcnn_r50_fpn_1x_coco.json",
