@@ -26,7 +26,7 @@ def main():
   times = {}
   for family in ("cascade_mask_rcnn", "htc", "scnet"):
     c = config_lib.get_base(family)
-    c.model.semantic = True
+    c.model.roi_heads.semantic = True
     c.model.test.score_thr = 0.001
     c.data.buckets = ((H, W),)
     c.data.max_instances = 8

@@ -27,9 +27,8 @@ from bench.models import H, W, ours_from, photo, torchvision_model  # noqa
 def our_stages(model, variables, data):
   """Seconds of our cumulative prefixes: features, proposals, predict."""
   def to_proposals(m, batch):
-    feats = m.features(batch["image"])
-    return m.proposals(feats, m.rpn_head(feats), batch["image_hw"],
-                       train=False)
+    return m.rpn_head.proposals(m.features(batch["image"]),
+                                batch["image_hw"])
 
   prefixes = [lambda m, b: m.features(b["image"]), to_proposals,
               lambda m, b: m.predict(b)]
@@ -80,7 +79,7 @@ def main():
   data, tensors = stage_data
   t_feat, t_prop, t_all = our_stages(model, variables, data)
   p_feat, p_rpn, p_heads, p_paste, p_dets = torchvision_stages(tv, tensors)
-  ours_dets = int(predict(variables, data)["num_detections"][0])
+  ours_dets = int(predict(variables, data).num_detections[0])
   print(f"detections: torchvision {p_dets}, ours {ours_dets}")
   rows += [("  batch 1: backbone + FPN", p_feat, t_feat),
            ("  batch 1: RPN head + proposals", p_rpn, t_prop - t_feat),

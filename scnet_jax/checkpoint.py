@@ -2,7 +2,7 @@
 
 A checkpoint holds the train state (params, batch statistics, optimiser
 state, step, PRNG key), the data iterator state and a small `meta` record
-(model name and family, parameter shapes digest) that tells a checkpoint of
+(model name and parts, parameter shapes digest) that tells a checkpoint of
 another model from ours. Orbax writes into a temporary directory and
 renames it when complete, so a save killed halfway is never restored.
 """
@@ -15,6 +15,9 @@ import orbax.checkpoint as ocp
 
 from scnet_jax.errors import CheckpointError
 
+# Config sections of the model whose `type` names the checkpoint's parts.
+PARTS = ("backbone", "neck", "rpn", "roi_heads")
+
 
 def params_digest(params):
   shapes = sorted((jax.tree_util.keystr(k), tuple(v.shape)) for k, v in
@@ -24,7 +27,8 @@ def params_digest(params):
 
 def make_meta(config, params, class_names=None):
   return {"model_name": config.model_name,
-          "family": config.model.family,
+          "parts": "/".join(config.model[s].type for s in PARTS
+                            if s in config.model),
           "params_digest": params_digest(params),
           "class_names": list(class_names or [])}
 
@@ -96,8 +100,8 @@ def check_meta(meta, expected, where):
   if meta.get("params_digest") != expected["params_digest"]:
     raise CheckpointError(
         f"{where}: checkpoint of model '{meta.get('model_name')}' "
-        f"({meta.get('family')}) does not fit the configured model "
-        f"'{expected['model_name']}' ({expected['family']}): parameter "
+        f"({meta.get('parts')}) does not fit the configured model "
+        f"'{expected['model_name']}' ({expected['parts']}): parameter "
         f"shapes differ")
 
 

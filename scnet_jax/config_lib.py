@@ -1,90 +1,151 @@
 """Defaults shared by the config files, equal to mmdetection's.
 
-Each file in configs/ calls `get_base(family)` and overrides what differs;
+Each file in configs/ calls `get_base(system)` and overrides what differs;
 every field can be overridden on the command line (`--config.a.b=value`).
+The model section has one sub-section per part, whose `type` picks the
+class in models/registry.py and whose other fields are that class's
+keyword arguments.
 """
 import ml_collections
-
-FAMILIES = ("mask_rcnn", "cascade_mask_rcnn", "htc", "scnet")
 
 # mmdet's img_norm_cfg (RGB).
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 
 
-def _rpn(family):
-  """RPN settings (SCNET.md 2.3, 3.1)."""
-  two_k = family != "mask_rcnn"
-  return ml_collections.ConfigDict(dict(
-      strides=(4, 8, 16, 32, 64), anchor_scales=(8,),
-      anchor_ratios=(0.5, 1.0, 2.0), round_anchors=False,
-      # Mask R-CNN's base config disables the border check (-1).
-      allowed_border=-1 if family == "mask_rcnn" else 0,
-      pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3, num_samples=256,
-      pos_fraction=0.5, loss_bbox_beta=1.0 / 9.0,
-      train_pre_nms=2000, train_post_nms=2000 if two_k else 1000,
+def _rpn(**overrides):
+  """RPN settings (SCNET.md 2.3, 3.1): `RPNHead` fields."""
+  return _updated(ml_collections.ConfigDict(dict(
+      type="rpn", anchor_scales=(8,), anchor_ratios=(0.5, 1.0, 2.0),
+      round_anchors=False, allowed_border=0, pos_iou_thr=0.7,
+      neg_iou_thr=0.3, min_pos_iou=0.3, num_samples=256, pos_fraction=0.5,
+      loss_bbox_beta=1.0 / 9.0, train_pre_nms=2000, train_post_nms=2000,
       test_pre_nms=1000, test_post_nms=1000, nms_iou=0.7,
-      min_box_size=0.0))
+      min_box_size=0.0)), overrides)
 
 
-def _roi(family):
-  """RoI head settings (SCNET.md 2.4, 2.5, 2.10, 3.2)."""
-  cascade = family != "mask_rcnn"
-  return ml_collections.ConfigDict(dict(
-      num_stages=3 if cascade else 1,
-      stage_iou_thrs=(0.5, 0.6, 0.7) if cascade else (0.5,),
-      stage_loss_weights=(1.0, 0.5, 0.25) if cascade else (1.0,),
-      stage_target_stds=((0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1),
-                         (0.033, 0.033, 0.067, 0.067)) if cascade else
-      ((0.1, 0.1, 0.2, 0.2),),
-      # Cascade Mask R-CNN's base config sets match_low_quality=False.
-      match_low_quality=family != "cascade_mask_rcnn",
-      num_samples=512, pos_fraction=0.25, add_gt_as_proposals=True,
-      class_agnostic=cascade, num_shared_fcs=2, fc_dim=1024,
+def _updated(section, overrides):
+  section.update(overrides)
+  return section
+
+
+def _roi_heads(type_name, **overrides):
+  """RoI head settings shared by every type (SCNET.md 2.4, 2.5, 2.10, 3.2):
+  `StandardRoIHeads` fields; `overrides` sets the type's own."""
+  return _updated(ml_collections.ConfigDict(dict(
+      type=type_name,
+      stage_iou_thrs=(0.5,), stage_loss_weights=(1.0,),
+      stage_target_stds=((0.1, 0.1, 0.2, 0.2),),
+      match_low_quality=True, num_samples=512, pos_fraction=0.25,
+      add_gt_as_proposals=True,
+      class_agnostic=False, num_shared_fcs=2, fc_dim=1024,
       loss_bbox_beta=1.0,
-      roi_size=7, mask_roi_size=14, mask_size=28, num_roi_levels=4,
-      finest_scale=56, level_mapper="mmdet", aligned=True,
+      roi_size=7, mask_roi_size=14, num_roi_levels=4, finest_scale=56,
+      level_mapper="mmdet", aligned=True,
       # 0 = mmdet's adaptive rule, exact while ceil(roi / out) <= the cap.
       sampling_ratio=0, max_sampling_grid=4,
-      mask_target_sampling_ratio=2, semantic_stride=8,
-      mask_num_convs=12 if family == "scnet" else 4,
-      mask_conv_to_res=family == "scnet",
-      mask_info_flow=family == "htc", interleaved=family == "htc"))
+      mask_size=28, mask_num_convs=4, mask_conv_to_res=False,
+      mask_target_sampling_ratio=2)), overrides)
 
 
-def get_base(family):
-  """A full config with mmdetection's R-50-FPN 1x defaults for `family`."""
-  if family not in FAMILIES:
-    raise ValueError(f"unknown model family {family!r}; one of {FAMILIES}")
-  c = ml_collections.ConfigDict()
-  c.model_name = family + "_r50_fpn_1x_coco"
+# The three box stages of every cascade (SCNET.md 3.2).
+CASCADE_STAGES = dict(
+    stage_iou_thrs=(0.5, 0.6, 0.7), stage_loss_weights=(1.0, 0.5, 0.25),
+    stage_target_stds=((0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1),
+                       (0.033, 0.033, 0.067, 0.067)),
+    class_agnostic=True)
 
-  m = c.model = ml_collections.ConfigDict()
-  m.family = family
+
+def _semantic_head(conv_to_res=False):
+  """HTC's fused semantic head (SCNet's with residual convs)."""
+  return ml_collections.ConfigDict(dict(
+      num_classes=183, num_convs=4, conv_to_res=conv_to_res, fusion_level=1,
+      ignore_label=255, loss_weight=0.2))
+
+
+def _test(score_thr):
+  return ml_collections.ConfigDict(dict(
+      score_thr=score_thr, nms_iou=0.5, max_per_img=100, pre_nms_topk=10000,
+      mask_thr=0.5, min_box_size=0.0))
+
+
+def mask_rcnn_model():
+  """Mask R-CNN R-50-FPN (mmdet mask-rcnn_r50_fpn_1x_coco)."""
+  m = _common_model()
+  # Mask R-CNN's base config disables the border check and keeps 1000
+  # training proposals.
+  m.rpn = _rpn(allowed_border=-1, train_post_nms=1000)
+  m.roi_heads = _roi_heads("standard")
+  m.test = _test(0.05)
+  return m
+
+
+def cascade_mask_rcnn_model():
+  """Cascade Mask R-CNN R-50-FPN; its base config sets
+  match_low_quality=False and has no semantic branch."""
+  m = _common_model()
+  m.roi_heads = _roi_heads("cascade", **CASCADE_STAGES,
+                           match_low_quality=False, semantic=False,
+                           semantic_head=_semantic_head())
+  m.test = _test(0.05)
+  return m
+
+
+def htc_model():
+  """HTC R-50-FPN: the cascade with the semantic branch, interleaving and
+  the mask information flow."""
+  m = _common_model()
+  m.roi_heads = _roi_heads("htc", **CASCADE_STAGES, semantic=True,
+                           semantic_head=_semantic_head(),
+                           interleaved=True, mask_info_flow=True)
+  m.test = _test(0.001)
+  return m
+
+
+def scnet_model():
+  """SCNet R-50-FPN; Table 2's switches are roi_heads.sample_consistency,
+  feature_relay, global_context and semantic."""
+  m = _common_model()
+  m.roi_heads = _roi_heads(
+      "scnet", **CASCADE_STAGES, mask_num_convs=12, mask_conv_to_res=True,
+      semantic=True, semantic_head=_semantic_head(conv_to_res=True),
+      sample_consistency="single", feature_relay=True, global_context=True,
+      glbctx_loss_weight=3.0)
+  m.test = _test(0.001)
+  return m
+
+
+# Base models by name: the configs and the tests start from these.
+SYSTEMS = {"mask_rcnn": mask_rcnn_model,
+           "cascade_mask_rcnn": cascade_mask_rcnn_model,
+           "htc": htc_model, "scnet": scnet_model}
+
+
+def _common_model():
+  m = ml_collections.ConfigDict()
+  m.type = "two_stage"
   m.num_classes = 80  # the one place the class count is set
   m.dtype = "float32"
   m.pixel_mean = PIXEL_MEAN
   m.pixel_std = PIXEL_STD
   m.delta_clamp = "symmetric"  # mmdet; torchvision clamps dw, dh from above
   m.backbone = ml_collections.ConfigDict(dict(
-      depth=50, groups=1, base_width=64, base_channels=64, frozen_stages=1,
-      norm="frozen_bn"))
-  m.fpn_channels = 256
-  m.rpn = _rpn(family)
-  m.roi = _roi(family)
-  # SCNet's Table 2 switches; HTC has the semantic branch only.
-  m.sample_consistency = family == "scnet"
-  m.feature_relay = family == "scnet"
-  m.global_context = family == "scnet"
-  m.semantic = family in ("htc", "scnet")
-  m.semantic_head = ml_collections.ConfigDict(dict(
-      num_classes=183, num_convs=4, conv_to_res=family == "scnet",
-      fusion_level=1, ignore_label=255, loss_weight=0.2))
-  m.glbctx_loss_weight = 3.0
-  m.test = ml_collections.ConfigDict(dict(
-      score_thr=0.001 if family in ("htc", "scnet") else 0.05,
-      nms_iou=0.5, max_per_img=100, pre_nms_topk=10000, mask_thr=0.5,
-      min_box_size=0.0))
+      type="resnet", depth=50, groups=1, base_width=64, base_channels=64,
+      frozen_stages=1, norm="frozen_bn"))
+  m.neck = ml_collections.ConfigDict(dict(
+      type="fpn", channels=256, strides=(4, 8, 16, 32, 64)))
+  m.rpn = _rpn()
+  return m
+
+
+def get_base(system):
+  """A full config with mmdetection's R-50-FPN 1x defaults for `system`
+  (a key of SYSTEMS)."""
+  if system not in SYSTEMS:
+    raise ValueError(f"unknown system {system!r}; one of {sorted(SYSTEMS)}")
+  c = ml_collections.ConfigDict()
+  c.model_name = system + "_r50_fpn_1x_coco"
+  c.model = SYSTEMS[system]()
 
   d = c.data = ml_collections.ConfigDict()
   d.source = "coco"           # "coco", "shapes" or "tfds"
@@ -140,13 +201,14 @@ def tiny(c, num_classes=4, image_size=128):
   m.num_classes = num_classes
   # No ImageNet weights on a fresh machine: train from scratch with GN.
   m.backbone.update(depth=18, base_channels=16, frozen_stages=-1, norm="gn")
-  m.fpn_channels = 64
+  m.neck.channels = 64
   m.rpn.update(train_pre_nms=300, train_post_nms=150, test_pre_nms=200,
                test_post_nms=100, num_samples=128)
   # 32 RoIs per image (8 positive slots): RoI heads dominate a CPU step,
   # and these images hold at most a handful of objects.
-  m.roi.update(num_samples=32, fc_dim=128, sampling_ratio=2)
-  m.semantic_head.num_classes = num_classes + 1
+  m.roi_heads.update(num_samples=32, fc_dim=128, sampling_ratio=2)
+  if "semantic_head" in m.roi_heads:
+    m.roi_heads.semantic_head.num_classes = num_classes + 1
   m.test.update(max_per_img=20, pre_nms_topk=1000)
   c.data.buckets = ((image_size, image_size),)
   c.data.image_scale = (image_size, image_size)
@@ -155,11 +217,11 @@ def tiny(c, num_classes=4, image_size=128):
   return c
 
 
-def tiny_shapes(family):
-  """A small `family` model on the embedded shapes dataset, sized to train
+def tiny_shapes(system):
+  """A small `system` model on the embedded shapes dataset, sized to train
   on a 2-core CPU in minutes (see README for the measured AP)."""
-  c = tiny(get_base(family), num_classes=4, image_size=128)
-  c.model_name = f"{family}_tiny_shapes"
+  c = tiny(get_base(system), num_classes=4, image_size=128)
+  c.model_name = f"{system}_tiny_shapes"
   d = c.data
   d.source = "shapes"
   # Empty paths are filled from data.shapes.root (data/sources.py).
@@ -169,7 +231,7 @@ def tiny_shapes(family):
   d.num_workers = 0
   # 4 of SCNet's 12 mask-head convs: the 12-conv head alone costs 60% of a
   # CPU step at this size.
-  c.model.roi.mask_num_convs = 4
+  c.model.roi_heads.mask_num_convs = 4
   c.global_batch = 8
   c.base_lr = 0.02
   c.base_batch = 8

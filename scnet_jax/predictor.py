@@ -15,8 +15,8 @@ from PIL import Image
 
 from scnet_jax import checkpoint
 from scnet_jax.data import transforms
+from scnet_jax.evaluation.postprocess import image_detections, masks_in_image
 from scnet_jax.models import build_model
-from scnet_jax.ops.paste import paste_masks
 
 
 def load_config(config):
@@ -99,8 +99,7 @@ class Predictor:
                  "image_hw": np.array([r[2] for r in rows], np.int32)}
         out = jax.device_get(self._predict(self.variables, batch))
         for j, i in enumerate(chunk):
-          results[i] = self._finish({k: v[j] for k, v in out.items()},
-                                    prepared[i])
+          results[i] = self._finish(image_detections(out, j), prepared[i])
     return results
 
   def _finish(self, det, prepared):
@@ -108,8 +107,8 @@ class Predictor:
     n = int(det["num_detections"])
     keep = np.nonzero(det["scores"][:n] > self.score_thr)[0]
     boxes = det["boxes"][keep] / np.array([sx, sy, sx, sy], np.float32)
-    masks = paste_masks(det["masks"][keep], boxes, (h, w),
-                        self.config.model.test.mask_thr)
+    masks = masks_in_image(det, keep, boxes, (sx, sy), (h, w),
+                           self.config.model.test.mask_thr)
     return {"boxes": boxes.astype(np.float32),
             "scores": det["scores"][keep].astype(np.float32),
             "labels": det["labels"][keep].astype(np.int64), "masks": masks}

@@ -97,7 +97,7 @@ def main(argv):
   src = train_source(config)
   c = config.copy_and_resolve_references()
   c.global_batch = flags.FLAGS.num
-  it, _ = loader.train_iterator(src, c, 1, with_semantic=c.model.semantic)
+  it, _ = loader.train_iterator(src, c, 1)
   os.makedirs(flags.FLAGS.out, exist_ok=True)
   for i, pic in enumerate(draw_batch(next(it), src.class_names)):
     path = os.path.join(flags.FLAGS.out, f"sample_{i}.png")

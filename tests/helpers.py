@@ -9,10 +9,11 @@ from scnet_jax import config_lib
 from scnet_jax.data import loader
 from scnet_jax.data.coco import CocoSource
 from scnet_jax.data.shapes import ensure_dataset
+from scnet_jax.models import batch_keys
 
 SHAPES_ROOT = os.path.join(tempfile.gettempdir(), "scnet_jax_test_shapes")
-SPEC_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared",
-                        "spec")
+# Reference facts copied into the repository (fixtures/README.md).
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
 
 @functools.lru_cache(maxsize=1)
@@ -41,12 +42,26 @@ def train_batches(config, num_steps, batch=None):
   c = config.copy_and_resolve_references()
   if batch:
     c.global_batch = batch
-  it, _ = loader.train_iterator(src, c, num_steps,
-                                with_semantic=c.model.semantic)
-  keys = ("image", "image_hw", "gt_boxes", "gt_labels", "gt_valid",
-          "gt_mask_crops", "gt_mask_windows", "gt_semantic")
-  return [{k: b[k] for k in keys if k in b} for b, _ in zip(it,
-                                                           range(num_steps))]
+  it, _ = loader.train_iterator(src, c, num_steps)
+  keys = batch_keys(c, train=True)
+  return [{k: b[k] for k in keys} for b, _ in zip(it, range(num_steps))]
+
+
+def losses_fn(config, seed=0):
+  """(losses_of(params) -> named losses of one training batch with a fixed
+  sampling key, the initial params, the model)."""
+  import jax
+  from scnet_jax.models import build_model
+  from scnet_jax.training.state import init_variables
+  model = build_model(config)
+  params, stats = init_variables(model, config, seed)
+  (batch,) = train_batches(config, 1)
+
+  def losses_of(p):
+    return model.apply({"params": p, "batch_stats": stats}, batch,
+                       method=model.loss,
+                       rngs={"sample": jax.random.PRNGKey(0)})
+  return losses_of, params, model
 
 
 def flat(tree):

@@ -16,6 +16,8 @@ import numpy as np
 
 from scnet_jax.data import transforms
 from scnet_jax.errors import DataError
+from scnet_jax.models import batch_keys
+from scnet_jax.models.structures import SEMANTIC_KEY
 
 
 def record_buckets(source, data_cfg):
@@ -146,9 +148,11 @@ def _iterate(plan, load, batch, num_workers):
 
 
 def train_iterator(source, config, num_steps, process_index=0,
-                   process_count=1, with_semantic=False):
+                   process_count=1):
   """Iterator of host-local batches (dicts of [global_batch / P, ...]
-  numpy arrays) for `num_steps` steps; `get_state`/`set_state` resume it."""
+  numpy arrays) for `num_steps` steps; `get_state`/`set_state` resume it.
+  Semantic maps are decoded only when the model reads them."""
+  with_semantic = SEMANTIC_KEY in batch_keys(config, train=True)
   bucket_of, buckets = record_buckets(source, config.data)
   plan = TrainPlan(bucket_of, config.global_batch, config.seed,
                    config.data.flip_prob, num_steps, process_index,
@@ -165,6 +169,6 @@ def eval_iterator(source, config, batch, process_index=0, process_count=1):
   bucket_of, buckets = record_buckets(source, config.data)
   plan = EvalPlan(bucket_of, batch, process_index, process_count)
   load = LoadExample(source, config.data, buckets, config.model.num_classes,
-                     config.model.semantic, False)
+                     False, False)
   return (_iterate(plan, load, batch, config.data.num_workers),
           len(plan) // batch)

@@ -4,6 +4,8 @@ point into it) or a prepared TFDS dataset ('tfds', training split; the
 metrics still read data.val.ann_file)."""
 from scnet_jax.data import shapes
 from scnet_jax.data.coco import CocoSource
+from scnet_jax.models import batch_keys
+from scnet_jax.models.structures import SEMANTIC_KEY
 
 
 def split_paths(config, split):
@@ -32,8 +34,9 @@ def train_source(config, log=print):
     return TfdsSource(config.data.tfds_dir, "train", train=True)
   ensure_shapes(config, log)
   ann_file, image_dir, seg_dir = split_paths(config, "train")
-  src = CocoSource(ann_file, image_dir,
-                   seg_dir if config.model.semantic else "", train=True)
+  reads_semantic = SEMANTIC_KEY in batch_keys(config, train=True)
+  src = CocoSource(ann_file, image_dir, seg_dir if reads_semantic else "",
+                   train=True)
   for what, n in src.warnings.items():
     log(f"warning: {ann_file}: {n} {what}")
   return src

@@ -20,7 +20,6 @@ from scnet_jax.evaluation.postprocess import batch_results
 from scnet_jax.models import build_model
 from scnet_jax.parallel import DataParallel
 
-MODEL_KEYS = ("image", "image_hw")
 META_KEYS = ("scale", "orig_hw", "image_id", "valid")
 
 
@@ -41,6 +40,7 @@ def evaluate(config, variables, *, ann_file, image_dir, output_dir,
   """
   source = CocoSource(ann_file, image_dir, seg_dir="", train=False)
   model = build_model(config)
+  model_keys = model.batch_keys(train=False)
   dp = DataParallel(config.parallel, make_predict(model), donate=False,
                     out_sharded=True)
   local_batch = per_device_batch * jax.local_device_count()
@@ -75,7 +75,7 @@ def evaluate(config, variables, *, ann_file, image_dir, output_dir,
         log(f"warning: image id {int(image_id)} of {ann_file} could not be "
             f"read; skipped")
     t0 = time.perf_counter()
-    out = dp(dvars, dp.put_batch({k: batch[k] for k in MODEL_KEYS}))
+    out = dp(dvars, dp.put_batch({k: batch[k] for k in model_keys}))
     metas = {k: batch[k] for k in META_KEYS}
     if pending is not None:
       submit(*pending)

@@ -1,22 +1,51 @@
 """Host post-processing: padded detections -> COCO results.
 
 Boxes go back to the original image (divided by the resize factors, as
-mmdet's rescale does); masks are pasted with `ops.paste_masks`
-(mmdet `_do_paste_mask`), thresholded and RLE-encoded.
+mmdet's rescale does); masks are brought into the original image as their
+kind says (structures.Detections: box-relative masks are pasted with
+`ops.paste_masks`, mmdet's `_do_paste_mask`; image-level masks are
+resized with `ops.paste_image_masks`), thresholded and RLE-encoded.
 """
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from scnet_jax.ops.paste import paste_masks
+from scnet_jax.models.structures import BOX_MASKS, IMAGE_MASKS
+from scnet_jax.ops.paste import paste_image_masks, paste_masks
+
+
+def image_detections(dets, i):
+  """Image i of a host batch of Detections as a dict of its arrays (all D
+  rows; num_detections a scalar) plus mask_kind and mask_stride."""
+  return {"boxes": dets.boxes[i], "scores": dets.scores[i],
+          "labels": dets.labels[i], "masks": dets.masks[i],
+          "num_detections": dets.num_detections[i],
+          "mask_kind": dets.mask_kind, "mask_stride": dets.mask_stride}
+
+
+def masks_in_image(det, rows, boxes, scale, image_hw, mask_thr):
+  """[len(rows), H, W] bool masks of the detections `rows` in the original
+  image; boxes [len(rows), 4] are theirs in that image, scale (sx, sy) the
+  resize factors."""
+  kind = det.get("mask_kind", BOX_MASKS)
+  masks = det["masks"][rows]
+  if kind == BOX_MASKS:
+    return paste_masks(masks, boxes, image_hw, mask_thr)
+  if kind == IMAGE_MASKS:
+    h, w = image_hw
+    resized = (int(round(h * scale[1])), int(round(w * scale[0])))
+    return paste_image_masks(masks, det["mask_stride"], resized, image_hw,
+                             mask_thr)
+  raise ValueError(f"unknown mask kind {kind!r}")
 
 
 def image_results(det, meta, cat_ids, mask_thr=0.5, with_masks=True):
   """One image's detections as COCO result dicts.
 
   Args:
-    det: dict of numpy arrays for one image: boxes [D, 4] (resized-image
-      pixels), scores [D], labels [D] (contiguous), masks [D, 28, 28]
-      probabilities, num_detections scalar.
+    det: one image's detections (image_detections): boxes [D, 4]
+      (resized-image pixels), scores [D], labels [D] (contiguous), masks
+      (box-relative [D, M, M] unless mask_kind says otherwise),
+      num_detections scalar.
     meta: dict with scale [2] (w, h factors), orig_hw [2], image_id.
     cat_ids: [num_classes] original category ids.
   Returns:
@@ -34,7 +63,8 @@ def image_results(det, meta, cat_ids, mask_thr=0.5, with_masks=True):
   image_id = int(meta["image_id"])
   rles = [None] * n
   if with_masks:
-    masks = paste_masks(det["masks"][:n], boxes, (h, w), mask_thr)
+    masks = masks_in_image(det, slice(0, n), boxes, (sx, sy), (h, w),
+                           mask_thr)
     rles = mask_utils.encode(np.asfortranarray(
         masks.transpose(1, 2, 0).astype(np.uint8)))
   out = []
@@ -51,14 +81,14 @@ def image_results(det, meta, cat_ids, mask_thr=0.5, with_masks=True):
 
 
 def batch_results(args):
-  """Pool-friendly: (det batch, meta batch, cat_ids, mask_thr) -> results of
-  the valid rows."""
+  """Pool-friendly: (host Detections batch, meta batch, cat_ids, mask_thr)
+  -> results of the valid rows."""
   dets, metas, cat_ids, mask_thr = args
   out = []
   for i in range(len(metas["image_id"])):
     if not metas["valid"][i]:
       continue
-    det = {k: v[i] for k, v in dets.items()}
     meta = {k: v[i] for k, v in metas.items()}
-    out.extend(image_results(det, meta, cat_ids, mask_thr))
+    out.extend(image_results(image_detections(dets, i), meta, cat_ids,
+                             mask_thr))
   return out

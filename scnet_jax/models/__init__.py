@@ -1,22 +1,24 @@
-"""Model registry: `build_model(config)` returns the detector of
-config.model.family."""
+"""Models: `build_model(config)` returns the detector that config.model
+describes (`model.type`, then one registered part per section)."""
 import ml_collections
 
-from scnet_jax.models.detectors.cascade_mask_rcnn import CascadeMaskRCNN
-from scnet_jax.models.detectors.htc import HTC
-from scnet_jax.models.detectors.mask_rcnn import MaskRCNN
-from scnet_jax.models.detectors.scnet import SCNet
+from scnet_jax.models.detectors.two_stage import TwoStageDetector
+from scnet_jax.models.registry import part_class
 
-FAMILIES = {"mask_rcnn": MaskRCNN, "cascade_mask_rcnn": CascadeMaskRCNN,
-            "htc": HTC, "scnet": SCNet}
+DETECTORS = {"two_stage": TwoStageDetector}
 
 
 def build_model(config, axis_name=None):
-  """config: a full config (with .model) or its model section."""
+  """config: a full config (with .model) or its model section. Refuses an
+  invalid combination with a ConfigError naming the field."""
   model_cfg = config.model if "model" in config else config
-  family = model_cfg.family
-  if family not in FAMILIES:
-    raise ValueError(f"model.family: unknown family {family!r}; one of "
-                     f"{sorted(FAMILIES)}")
-  return FAMILIES[family](cfg=ml_collections.FrozenConfigDict(model_cfg),
-                          axis_name=axis_name)
+  cls = part_class(DETECTORS, "", model_cfg)
+  cls.check_config(model_cfg)
+  return cls(cfg=ml_collections.FrozenConfigDict(model_cfg),
+             axis_name=axis_name)
+
+
+def batch_keys(config, train):
+  """The batch entries the configured model reads (structures.batch_spec
+  has their shapes)."""
+  return build_model(config).batch_keys(train)

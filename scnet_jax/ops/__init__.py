@@ -6,7 +6,7 @@ from scnet_jax.ops.boxes import (box_area, box_iou, clip_boxes, decode_deltas,
                                  encode_deltas)
 from scnet_jax.ops.mask_targets import crop_instance_mask, mask_targets
 from scnet_jax.ops.nms import batched_nms, nms
-from scnet_jax.ops.paste import paste_masks
+from scnet_jax.ops.paste import paste_image_masks, paste_masks
 from scnet_jax.ops.resize import resize_bilinear_align_corners
 from scnet_jax.ops.roi_align import (map_roi_levels, multilevel_roi_align,
                                      roi_align)

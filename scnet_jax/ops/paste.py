@@ -62,3 +62,50 @@ def paste_masks(masks, boxes, image_hw, threshold=0.5):
     out[i, ya:yb, xa:xb] = region >= threshold if threshold is not None \
         else region
   return out
+
+
+def _resize_taps(in_size, out_size):
+  """[out_size, in_size] weights of a bilinear resize with half-pixel
+  centres (torch interpolate, align_corners=False)."""
+  src = np.maximum((np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5,
+                   0.0)
+  lo = np.floor(src).astype(np.int64)
+  frac = (src - lo).astype(np.float32)
+  hi = np.minimum(lo + 1, in_size - 1)
+  m = np.zeros((out_size, in_size), np.float32)
+  rows = np.arange(out_size)
+  np.add.at(m, (rows, lo), 1.0 - frac)
+  np.add.at(m, (rows, hi), frac)
+  return m
+
+
+def paste_image_masks(masks, stride, resized_hw, image_hw, threshold=0.5):
+  """Canvas-level mask probabilities -> masks of the original image.
+
+  As mmdet's SOLO: upsampled x stride (bilinear) to the padded canvas,
+  cropped to the resized image, resized (bilinear) to the original size,
+  thresholded. Both resizes are separable, so each mask is Ay @ M @ Ax^T.
+
+  Args:
+    masks: [n, Hm, Wm] float probabilities over the padded canvas, at
+      1 / stride of its resolution.
+    resized_hw: (h, w) of the resized image on the canvas.
+    image_hw: (H, W) of the original image.
+    threshold: binarisation threshold (>), as mmdet; None returns
+      probabilities.
+  Returns:
+    [n, H, W] bool (or float32 probabilities if threshold is None).
+  """
+  masks = np.asarray(masks, np.float32)
+  mh, mw = masks.shape[1:]
+  axes = []
+  for m, r, o in zip((mh, mw), resized_hw, image_hw):
+    up = _resize_taps(m, m * stride)[:int(r)]
+    axes.append(_resize_taps(int(r), int(o)) @ up)
+  ay, ax = axes
+  out = np.zeros((masks.shape[0], int(image_hw[0]), int(image_hw[1])),
+                 bool if threshold is not None else np.float32)
+  for i, m in enumerate(masks):
+    region = ay @ m @ ax.T
+    out[i] = region > threshold if threshold is not None else region
+  return out

@@ -20,10 +20,6 @@ from scnet_jax.training.state import create_state, init_variables
 from scnet_jax.training.step import AXIS, make_train_step
 from scnet_jax.training.writers import MetricWriter
 
-MODEL_KEYS = ("image", "image_hw", "gt_boxes", "gt_labels", "gt_valid",
-              "gt_mask_crops", "gt_mask_windows", "gt_semantic")
-
-
 class _Preemption:
   """Turns SIGTERM into a flag the loop checks after each step."""
 
@@ -63,8 +59,7 @@ def train(config, workdir, log=print):
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  config.keep_checkpoints)
   batches, _ = loader.train_iterator(
-      source, config, total, jax.process_index(), jax.process_count(),
-      with_semantic=config.model.semantic)
+      source, config, total, jax.process_index(), jax.process_count())
   start = 0
   if ckpt.latest_step() is not None:
     host_state, data_state, start = ckpt.restore(
@@ -86,6 +81,7 @@ def train(config, workdir, log=print):
       f"{jax.device_count()} devices ({config.parallel}); init "
       f"{time.perf_counter() - t0:.1f} s")
 
+  model_keys = model.batch_keys(train=True)
   dp = DataParallel(config.parallel, make_train_step(model, tx))
   dstate = dp.put_replicated(state)
   schedule = optim.lr_schedule(config, total)
@@ -98,7 +94,7 @@ def train(config, workdir, log=print):
     while step < total:
       batch = next(batches)
       dropped += int(np.sum(batch["dropped"]))
-      model_batch = {k: batch[k] for k in MODEL_KEYS if k in batch}
+      model_batch = {k: batch[k] for k in model_keys}
       t_step = time.perf_counter()
       dstate, metrics = dp(dstate, dp.put_batch(model_batch))
       metrics = dp.get_replicated(metrics)

@@ -6,6 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scnet_jax.models import batch_keys
+from scnet_jax.models.structures import batch_spec
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -16,21 +19,16 @@ class TrainState:
   rng: jnp.ndarray
 
 
-def dummy_batch(config, batch_size, bucket=None):
-  """Zero batch with the loader's shapes and dtypes (for init / tracing)."""
-  d, m = config.data, config.model
-  h, w = bucket or tuple(d.buckets[0])
-  g, r = d.max_instances, d.mask_crop_size
-  batch = dict(
-      image=np.zeros((batch_size, h, w, 3), np.uint8),
-      image_hw=np.tile(np.array([[h, w]], np.int32), (batch_size, 1)),
-      gt_boxes=np.zeros((batch_size, g, 4), np.float32),
-      gt_labels=np.zeros((batch_size, g), np.int32),
-      gt_valid=np.zeros((batch_size, g), bool),
-      gt_mask_crops=np.zeros((batch_size, g, r, r), np.uint8),
-      gt_mask_windows=np.zeros((batch_size, g, 4), np.float32))
-  if m.semantic:
-    batch["gt_semantic"] = np.zeros((batch_size, h // 8, w // 8), np.uint8)
+def dummy_batch(config, batch_size, bucket=None, train=True):
+  """Zero batch of the model's training (or inference) keys, with the
+  loader's shapes and dtypes (for init / tracing); image_hw is the
+  bucket."""
+  d = config.data
+  bucket = bucket or tuple(d.buckets[0])
+  spec = batch_spec(batch_keys(config, train), batch_size, bucket,
+                    d.max_instances, d.mask_crop_size)
+  batch = {k: np.zeros(shape, dtype) for k, (shape, dtype) in spec.items()}
+  batch["image_hw"][:] = bucket
   return batch
 
 

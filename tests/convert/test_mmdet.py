@@ -20,7 +20,7 @@ from scnet_jax.errors import CheckpointError
 from scnet_jax.models.roi_heads.bbox_head import BBoxHead
 from scnet_jax.models.roi_heads.feature_relay import FeatureRelayHead
 from scnet_jax.models.roi_heads.mask_head import MaskHead
-from tests.helpers import SPEC_DIR
+from tests.helpers import FIXTURES
 
 FILES = {"scnet": "mmdet_scnet_r50_fpn_1x_coco.json",
          "htc": "mmdet_htc_r50_fpn_1x_coco.json",
@@ -29,7 +29,7 @@ FILES = {"scnet": "mmdet_scnet_r50_fpn_1x_coco.json",
 
 
 def _random_state_dict(family, seed=0):
-  with open(os.path.join(SPEC_DIR, "checkpoints", FILES[family])) as f:
+  with open(os.path.join(FIXTURES, "checkpoints", FILES[family])) as f:
     shapes = json.load(f)["state_dict"]
   rng = np.random.default_rng(seed)
   out = {}
@@ -67,7 +67,7 @@ def test_every_key_converts(family):
   sd = _random_state_dict(family)
   variables, _ = convert_state_dict(sd, "mmdet", _abstract(family))
   n = sum(np.size(x) for x in jax.tree.leaves(variables["params"]))
-  with open(os.path.join(SPEC_DIR, "checkpoints", FILES[family])) as f:
+  with open(os.path.join(FIXTURES, "checkpoints", FILES[family])) as f:
     assert n == json.load(f)["total_params"]
 
 
@@ -135,7 +135,7 @@ def test_bbox_head_with_chw_flatten(scnet):
     h = F.relu(F.linear(h, t("shared_fcs.1.weight"), t("shared_fcs.1.bias")))
     cls = F.linear(h, t("fc_cls.weight"), t("fc_cls.bias"))
     reg = F.linear(h, t("fc_reg.weight"), t("fc_reg.bias"))
-  ours = BBoxHead(80).apply({"params": variables["params"]["bbox_head_2"]}, x)
+  ours = BBoxHead(num_classes=80).apply({"params": variables["params"]["bbox_head_2"]}, x)
   for o, r in zip(ours, (cls, reg, h)):
     np.testing.assert_allclose(np.asarray(o), r.numpy(), rtol=1e-4,
                                atol=1e-4)
@@ -172,7 +172,7 @@ def test_scnet_mask_head_with_transposed_conv(scnet):
     h = F.relu(F.conv_transpose2d(h, t("upsample.weight"), t("upsample.bias"),
                                   stride=2))
     logits = F.conv2d(h, t("conv_logits.weight"), t("conv_logits.bias"))
-  ours, _ = MaskHead(80, num_convs=12, conv_to_res=True).apply(
+  ours, _ = MaskHead(num_classes=80, num_convs=12, conv_to_res=True).apply(
       {"params": variables["params"]["mask_head_0"]}, x)
   ref = logits.permute(0, 2, 3, 1).numpy()
   # 12 random residual convs grow activations to ~1e3: compare to scale.

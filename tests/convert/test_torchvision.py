@@ -115,18 +115,18 @@ def test_proposals_match(maskrcnn_pair):
 
 def test_detections_and_masks_match(maskrcnn_pair):
   out, _, _, _, det = maskrcnn_pair
-  n = int(out["num_detections"][0])
+  n = int(out.num_detections[0])
   assert 5 <= n < 100
   # Leave out scores within 1e-3 of the threshold: a 1e-5 difference may
   # put such a detection on either side.
   ref_scores = det["scores"].numpy()
-  ours_scores = np.asarray(out["scores"][0, :n])
+  ours_scores = np.asarray(out.scores[0, :n])
   ref_sel = ref_scores > SCORE_THR + 1e-3
   ours_sel = ours_scores > SCORE_THR + 1e-3
   assert ref_sel.sum() == ours_sel.sum() >= 5
   ref_boxes = det["boxes"].numpy()[ref_sel]
-  boxes = np.asarray(out["boxes"][0, :n])[ours_sel]
-  labels = np.asarray(out["labels"][0, :n])[ours_sel] + 1  # bg first there
+  boxes = np.asarray(out.boxes[0, :n])[ours_sel]
+  labels = np.asarray(out.labels[0, :n])[ours_sel] + 1  # bg first there
   # Match each of torchvision's detections to ours (same box and label).
   dist = np.abs(ref_boxes[:, None, :] - boxes[None, :, :]).max(-1)
   same_label = det["labels"].numpy()[ref_sel][:, None] == labels[None, :]
@@ -139,5 +139,5 @@ def test_detections_and_masks_match(maskrcnn_pair):
   # roi_heads returns the 28x28 probabilities; the transform pastes later.
   ref_masks = det["masks"][:, 0].numpy()[ref_sel]
   assert ref_masks.shape[-1] == 28 and np.ptp(ref_masks) > 0.01
-  ours_masks = np.asarray(out["masks"][0, :n])[ours_sel]
+  ours_masks = np.asarray(out.masks[0, :n])[ours_sel]
   np.testing.assert_allclose(ours_masks[match], ref_masks, atol=1e-3)

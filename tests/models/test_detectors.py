@@ -8,7 +8,8 @@ import pytest
 
 from scnet_jax.models import build_model
 from scnet_jax.training.state import init_variables
-from tests.helpers import flat, max_abs, tiny_config, train_batches
+from tests.helpers import (flat, losses_fn, max_abs, tiny_config,
+                           train_batches)
 
 CASCADE = [f"s{s}.{n}" for s in range(3) for n in ("loss_cls", "loss_bbox")]
 EXPECTED = {
@@ -49,13 +50,13 @@ def test_train_step_and_inference(family):
       {"params": p, "batch_stats": stats}, b, method=model.predict))
   out = predict(params, b1)
   d = config.model.test.max_per_img
-  assert out["boxes"].shape == (2, d, 4)
-  assert out["masks"].shape == (2, d, 28, 28)
-  assert out["scores"].shape == out["labels"].shape == (2, d)
-  assert out["num_detections"].shape == (2,)
-  n = np.asarray(out["num_detections"])
+  assert out.boxes.shape == (2, d, 4)
+  assert out.masks.shape == (2, d, 28, 28) and out.mask_kind == "box"
+  assert out.scores.shape == out.labels.shape == (2, d)
+  assert out.num_detections.shape == (2,)
+  n = np.asarray(out.num_detections)
   assert np.all((0 <= n) & (n <= d))
-  m = np.asarray(out["masks"])
+  m = np.asarray(out.masks)
   assert np.all((m >= 0) & (m <= 1))
   predict(params, b2)
   assert predict._cache_size() == 1
@@ -74,16 +75,8 @@ def test_bfloat16_compute_keeps_float32_losses():
 
 
 def _grad_of(term, family="scnet", **overrides):
-  config = tiny_config(family, **overrides)
-  model = build_model(config)
-  params, stats = init_variables(model, config, 0)
-  (b,) = train_batches(config, 1)
-
-  def one(p):
-    return model.apply({"params": p, "batch_stats": stats}, b,
-                       method=model.loss,
-                       rngs={"sample": jax.random.PRNGKey(0)})[term]
-  return flat(jax.jit(jax.grad(one))(params))
+  losses_of, params, _ = losses_fn(tiny_config(family, **overrides))
+  return flat(jax.jit(jax.grad(lambda p: losses_of(p)[term]))(params))
 
 
 def _norm(grads, prefix):
@@ -121,12 +114,13 @@ def test_no_gradient_between_stages_or_into_frozen_parts():
 
 
 def test_switches_remove_their_parts():
-  config = tiny_config("scnet", **{"model.semantic": False,
-                                   "model.global_context": False,
-                                   "model.feature_relay": False})
+  config = tiny_config("scnet", **{"model.roi_heads.semantic": False,
+                                   "model.roi_heads.global_context": False,
+                                   "model.roi_heads.feature_relay": False})
   model = build_model(config)
   params, _ = init_variables(model, config, 0)
   assert not {"semantic_head", "glbctx_head", "feat_relay_head"} & set(params)
-  config = tiny_config("scnet", **{"model.sample_consistency": False})
+  config = tiny_config("scnet",
+                       **{"model.roi_heads.sample_consistency": "none"})
   params, _ = init_variables(build_model(config), config, 0)
   assert {"mask_head_0", "mask_head_1", "mask_head_2"} <= set(params)

@@ -80,7 +80,7 @@ class Bottleneck(nn.Module):
     return nn.relu(out + x)
 
 
-class ResNet(nn.Module):
+class ResNet(nn.Module, kw_only=True):
   """Returns C2..C5.
 
   Input: images [B, H, W, 3] (normalised), H and W multiples of 32.

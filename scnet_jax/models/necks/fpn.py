@@ -1,6 +1,6 @@
 """FPN (mmdet `FPN`, add_extra_convs=False): P2..P5 from C2..C5, plus
 P6 = P5[::2, ::2] (max-pool with kernel 1, stride 2)."""
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -8,17 +8,19 @@ import jax.numpy as jnp
 from scnet_jax.models.layers import Conv, xavier_uniform
 
 
-class FPN(nn.Module):
+class FPN(nn.Module, kw_only=True):
   """inputs: list of [B, H_i, W_i, C_i] (C2..C5, strides 4..32, sizes
-  halving exactly). Returns num_outs maps [B, H, W, out_channels]."""
-  out_channels: int = 256
-  num_outs: int = 5
+  halving exactly). Returns len(strides) maps [B, H, W, channels], one per
+  output stride (4, 8, 16, 32, 64 for P2..P6); levels past the inputs are
+  strided subsamples of the last one."""
+  channels: int = 256
+  strides: Sequence[int] = (4, 8, 16, 32, 64)
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, inputs):
     conv = lambda k, name: Conv(
-        self.out_channels, (k, k), padding=((k // 2, k // 2),) * 2,
+        self.channels, (k, k), padding=((k // 2, k // 2),) * 2,
         kernel_init=xavier_uniform, dtype=self.dtype, name=name)
     laterals = [conv(1, f"lateral_convs_{i}")(x) for i, x in
                 enumerate(inputs)]
@@ -26,6 +28,6 @@ class FPN(nn.Module):
       up = jnp.repeat(jnp.repeat(laterals[i], 2, axis=1), 2, axis=2)
       laterals[i - 1] = laterals[i - 1] + up
     outs = [conv(3, f"fpn_convs_{i}")(x) for i, x in enumerate(laterals)]
-    while len(outs) < self.num_outs:
+    while len(outs) < len(self.strides):
       outs.append(outs[-1][:, ::2, ::2])
     return outs

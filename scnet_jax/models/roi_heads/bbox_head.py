@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from scnet_jax.models.layers import normal, xavier_uniform
 
 
-class BBoxHead(nn.Module):
+class BBoxHead(nn.Module, kw_only=True):
   """x: [K, 7, 7, C] RoI features (flattened in (H, W, C) order; the
   converter permutes mmdet's (C, H, W) weights).
 

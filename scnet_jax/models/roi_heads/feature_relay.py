@@ -9,7 +9,7 @@ from scnet_jax.models.layers import kaiming_fan_out
 from scnet_jax.ops.resize import resize_bilinear_align_corners
 
 
-class FeatureRelayHead(nn.Module):
+class FeatureRelayHead(nn.Module, kw_only=True):
   """x: [K, in_channels] -> [K, 2 * roi_feat_size, 2 * roi_feat_size,
   out_channels]. Rows of the FC are in (H, W, C) order (the converter
   permutes mmdet's (C, H, W) rows)."""

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from scnet_jax.models.layers import ResConvStack, normal
 
 
-class GlobalContextHead(nn.Module):
+class GlobalContextHead(nn.Module, kw_only=True):
   """x: [B, H, W, C] (P6). Returns (multi-label logits [B, num_classes]
   float32, context vector [B, C]); the average pool includes padding."""
   num_classes: int

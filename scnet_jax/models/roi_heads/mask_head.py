@@ -9,7 +9,7 @@ from scnet_jax.models.layers import (Conv, ConvModule, Deconv2x2,
                                      ResConvStack, kaiming_fan_out)
 
 
-class MaskHead(nn.Module):
+class MaskHead(nn.Module, kw_only=True):
   """x: [K, 14, 14, C] RoI features; res_feat: optional [K, 14, 14, C]
   feature of the previous stage's head (HTC information flow).
 

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from scnet_jax import ops
+from scnet_jax.models.structures import Samples
 
 
 def label_and_sample_proposals(keys, candidates, candidate_valid, gt_boxes,
@@ -20,11 +21,8 @@ def label_and_sample_proposals(keys, candidates, candidate_valid, gt_boxes,
     gt_boxes: [B, G, 4]; gt_labels: [B, G] int32; gt_valid: [B, G] bool.
     iou_thr: pos = neg = min_pos IoU threshold of the stage.
     add_gt_as_proposals: prepend the ground truth to the candidates.
-  Returns dict of:
-    rois [B, S, 4], valid [B, S] bool, is_pos [B, S] bool (positives
-    first), is_gt [B, S] bool (sample is a ground-truth box), labels
-    [B, S] int32 (num_classes for background), gt_index [B, S] int32,
-    target_boxes [B, S, 4] (the matched ground truth).
+  Returns:
+    Samples with S = num_samples rows per image, positives first.
   """
   g = gt_boxes.shape[1]
   if add_gt_as_proposals:
@@ -37,7 +35,7 @@ def label_and_sample_proposals(keys, candidates, candidate_valid, gt_boxes,
     idx, valid, is_pos, _ = ops.random_sample(k, label, num_samples,
                                               pos_fraction)
     gi = gt_index[idx]
-    return dict(
+    return Samples(
         rois=cand[idx], valid=valid, is_pos=is_pos & valid,
         is_gt=(idx < g) & valid if add_gt_as_proposals else
         jnp.zeros_like(valid),

@@ -12,7 +12,7 @@ from scnet_jax.models.layers import (Conv, ConvModule, ResConvStack,
 from scnet_jax.ops.resize import resize_bilinear_align_corners
 
 
-class SemanticHead(nn.Module):
+class SemanticHead(nn.Module, kw_only=True):
   """feats: list of [B, H_l, W_l, C] (P2..P6).
 
   Returns (logits [B, H_f, W_f, num_classes] float32, embedding

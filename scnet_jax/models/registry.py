@@ -1,0 +1,59 @@
+"""Registries of model parts: the config's `type` name -> class.
+
+A detector's config has one section per part (`model.backbone`,
+`model.neck`, `model.rpn`, `model.roi_heads`), each with a `type` and the
+keyword arguments of that class; the detector adds what it knows
+(channels, strides, class count, dtype, ...). A new part is a new file and
+one line here.
+"""
+import dataclasses
+
+from scnet_jax.errors import ConfigError
+from scnet_jax.models.backbones.resnet import ResNet
+from scnet_jax.models.dense_heads.rpn_head import RPNHead
+from scnet_jax.models.necks.fpn import FPN
+from scnet_jax.models.roi_heads.cascade import CascadeRoIHeads
+from scnet_jax.models.roi_heads.htc import HTCRoIHeads
+from scnet_jax.models.roi_heads.scnet import SCNetRoIHeads
+from scnet_jax.models.roi_heads.standard import StandardRoIHeads
+
+BACKBONES = {"resnet": ResNet}
+NECKS = {"fpn": FPN}
+DENSE_HEADS = {"rpn": RPNHead}
+ROI_HEADS = {"standard": StandardRoIHeads, "cascade": CascadeRoIHeads,
+             "htc": HTCRoIHeads, "scnet": SCNetRoIHeads}
+
+
+def part_class(registry, section, cfg):
+  """The class that config section `model.<section>` names."""
+  name = cfg.get("type")
+  if name not in registry:
+    field = f"model.{section}.type" if section else "model.type"
+    raise ConfigError(f"{field}: unknown {name!r}; one of "
+                      f"{sorted(registry)}")
+  return registry[name]
+
+
+def check_part(registry, section, cfg, injected):
+  """Refuses an unknown type, fields the class does not take, fields the
+  detector sets itself, and what the class's own check_config refuses."""
+  cls = part_class(registry, section, cfg)
+  fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
+  given = set(cfg.keys()) - {"type"}
+  unknown = sorted(given - fields)
+  if unknown:
+    raise ConfigError(f"model.{section}: {cfg.type!r} takes no field "
+                      f"{unknown[0]!r}; it takes {sorted(fields - injected)}")
+  clash = sorted(given & injected)
+  if clash:
+    raise ConfigError(f"model.{section}.{clash[0]}: set by the detector, "
+                      f"not the config")
+  if hasattr(cls, "check_config"):
+    cls.check_config(cfg)
+  return cls
+
+
+def build_part(registry, section, cfg, **injected):
+  """An instance of the part, from its config section plus `injected`."""
+  cls = part_class(registry, section, cfg)
+  return cls(**{k: v for k, v in cfg.items() if k != "type"}, **injected)

@@ -1,0 +1,151 @@
+"""What flows between the parts of a detector, and the batch keys the parts
+read. All boxes are (x1, y1, x2, y2) float32 in pixels of the resized image
+(no "+1"); padding rows carry valid=False and hold zeros unless stated.
+
+Shapes: B images, G = data.max_instances padded ground truths, R =
+data.mask_crop_size, P proposals, S sampled RoIs per image, D =
+test.max_per_img detections, H x W the padded canvas (a bucket).
+"""
+from typing import Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Every key a model can read from a batch, with its shape and dtype;
+# `batch_spec` turns a model's `batch_keys` into arrays of these shapes.
+IMAGE_KEYS = ("image", "image_hw")
+INSTANCE_KEYS = ("gt_boxes", "gt_labels", "gt_valid", "gt_mask_crops",
+                 "gt_mask_windows")
+SEMANTIC_KEY = "gt_semantic"
+
+
+def batch_spec(keys, batch_size, bucket, max_instances, mask_crop_size):
+  """{key: (shape, numpy dtype)} of the batch keys `keys`.
+
+  image [B, H, W, 3] uint8 RGB; image_hw [B, 2] int32 resized, unpadded
+  size; gt_boxes [B, G, 4] float32; gt_labels [B, G] int32 in
+  [0, num_classes); gt_valid [B, G] bool; gt_mask_crops [B, G, R, R] uint8
+  (ops.mask_targets); gt_mask_windows [B, G, 4] float32; gt_semantic
+  [B, H / 8, W / 8] uint8, 255 = ignore.
+  """
+  b, (h, w), g, r = batch_size, bucket, max_instances, mask_crop_size
+  spec = {"image": ((b, h, w, 3), np.uint8), "image_hw": ((b, 2), np.int32),
+          "gt_boxes": ((b, g, 4), np.float32),
+          "gt_labels": ((b, g), np.int32), "gt_valid": ((b, g), np.bool_),
+          "gt_mask_crops": ((b, g, r, r), np.uint8),
+          "gt_mask_windows": ((b, g, 4), np.float32),
+          SEMANTIC_KEY: ((b, h // 8, w // 8), np.uint8)}
+  unknown = set(keys) - set(spec)
+  if unknown:
+    raise KeyError(f"no batch spec for {sorted(unknown)}")
+  return {k: spec[k] for k in keys}
+
+
+def image_keys(batch_keys, index):
+  """[B] per-image PRNG keys from one key and each image's position in the
+  global batch, so a global batch samples the same RoIs however it is
+  split over devices."""
+  return jax.vmap(jax.random.fold_in, (None, 0))(batch_keys, index)
+
+
+def keys_for(per_image_keys, use):
+  """[B] keys for one use (an integer id fixed per sampling site)."""
+  return jax.vmap(jax.random.fold_in, (0, None))(per_image_keys, use)
+
+
+@flax.struct.dataclass
+class GroundTruth:
+  """Padded ground truth of a batch.
+
+  boxes [B, G, 4] float32; labels [B, G] int32; valid [B, G] bool;
+  mask_crops [B, G, R, R] uint8 and mask_windows [B, G, 4] float32 (each
+  instance's mask cropped to its box and resampled, see ops.mask_targets);
+  semantic [B, H / 8, W / 8] uint8 (255 = ignore) or None when the model
+  does not read it.
+  """
+  boxes: jnp.ndarray
+  labels: jnp.ndarray
+  valid: jnp.ndarray
+  mask_crops: jnp.ndarray
+  mask_windows: jnp.ndarray
+  semantic: Optional[jnp.ndarray] = None
+
+  @classmethod
+  def from_batch(cls, batch):
+    return cls(boxes=batch["gt_boxes"].astype(jnp.float32),
+               labels=batch["gt_labels"], valid=batch["gt_valid"],
+               mask_crops=batch["gt_mask_crops"],
+               mask_windows=batch["gt_mask_windows"],
+               semantic=batch.get(SEMANTIC_KEY))
+
+
+@flax.struct.dataclass
+class Proposals:
+  """RPN output: boxes [B, P, 4] float32 (no gradient), valid [B, P] bool,
+  scores [B, P] float32 objectness probabilities; valid rows first, in
+  decreasing score order."""
+  boxes: jnp.ndarray
+  valid: jnp.ndarray
+  scores: jnp.ndarray
+
+
+@flax.struct.dataclass
+class Samples:
+  """RoIs sampled for one box stage (roi_heads.sampling).
+
+  rois [B, S, 4]; valid [B, S] bool; is_pos [B, S] bool (positives occupy
+  the first num_samples * pos_fraction slots); is_gt [B, S] bool (the RoI
+  is a ground-truth box added as a proposal); labels [B, S] int32
+  (num_classes = background); gt_index [B, S] int32 into the ground truth;
+  target_boxes [B, S, 4] the matched ground-truth boxes.
+  """
+  rois: jnp.ndarray
+  valid: jnp.ndarray
+  is_pos: jnp.ndarray
+  is_gt: jnp.ndarray
+  labels: jnp.ndarray
+  gt_index: jnp.ndarray
+  target_boxes: jnp.ndarray
+
+  def first(self, n):
+    """The first n slots of every image (the positive slots)."""
+    return jax.tree.map(lambda x: x[:, :n], self)
+
+
+# Detections.mask_kind values.
+BOX_MASKS = "box"       # masks [B, D, M, M] over each detection's box
+IMAGE_MASKS = "image"   # masks [B, D, H / s, W / s] over the whole canvas
+
+
+@flax.struct.dataclass
+class Detections:
+  """Padded detections of a batch, in resized-image pixels.
+
+  boxes [B, D, 4] float32; scores [B, D] float32; labels [B, D] int32
+  (contiguous); num_detections [B] int32 (rows past it are padding, zero);
+  masks: float32 probabilities of the detected class, laid out as
+  `mask_kind` says: BOX_MASKS, [B, D, M, M] over the box (pasted into the
+  image by ops.paste_masks), or IMAGE_MASKS, [B, D, H / mask_stride,
+  W / mask_stride] over the padded canvas (cropped to the image and
+  resized by evaluation.postprocess).
+  """
+  boxes: jnp.ndarray
+  scores: jnp.ndarray
+  labels: jnp.ndarray
+  num_detections: jnp.ndarray
+  masks: Optional[jnp.ndarray] = None
+  mask_kind: str = flax.struct.field(pytree_node=False, default=BOX_MASKS)
+  mask_stride: int = flax.struct.field(pytree_node=False, default=1)
+
+
+@flax.struct.dataclass
+class FeatureContext:
+  """Image-level features fused into every RoI feature (HTC, SCNet):
+  semantic [B, H / semantic_stride, W / semantic_stride, C] or None;
+  global_context [B, C] or None."""
+  semantic: Optional[jnp.ndarray] = None
+  global_context: Optional[jnp.ndarray] = None
+  semantic_stride: int = flax.struct.field(pytree_node=False, default=8)
+
