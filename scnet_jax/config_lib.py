@@ -69,6 +69,23 @@ def _test(score_thr):
       mask_thr=0.5, min_box_size=0.0))
 
 
+def _common_model():
+  m = ml_collections.ConfigDict()
+  m.type = "two_stage"
+  m.num_classes = 80  # the one place the class count is set
+  m.dtype = "float32"
+  m.pixel_mean = PIXEL_MEAN
+  m.pixel_std = PIXEL_STD
+  m.delta_clamp = "symmetric"  # mmdet; torchvision clamps dw, dh from above
+  m.backbone = ml_collections.ConfigDict(dict(
+      type="resnet", depth=50, groups=1, base_width=64, base_channels=64,
+      frozen_stages=1, norm="frozen_bn"))
+  m.neck = ml_collections.ConfigDict(dict(
+      type="fpn", channels=256, strides=(4, 8, 16, 32, 64)))
+  m.rpn = _rpn()
+  return m
+
+
 def mask_rcnn_model():
   """Mask R-CNN R-50-FPN (mmdet mask-rcnn_r50_fpn_1x_coco)."""
   m = _common_model()
@@ -119,23 +136,6 @@ def scnet_model():
 SYSTEMS = {"mask_rcnn": mask_rcnn_model,
            "cascade_mask_rcnn": cascade_mask_rcnn_model,
            "htc": htc_model, "scnet": scnet_model}
-
-
-def _common_model():
-  m = ml_collections.ConfigDict()
-  m.type = "two_stage"
-  m.num_classes = 80  # the one place the class count is set
-  m.dtype = "float32"
-  m.pixel_mean = PIXEL_MEAN
-  m.pixel_std = PIXEL_STD
-  m.delta_clamp = "symmetric"  # mmdet; torchvision clamps dw, dh from above
-  m.backbone = ml_collections.ConfigDict(dict(
-      type="resnet", depth=50, groups=1, base_width=64, base_channels=64,
-      frozen_stages=1, norm="frozen_bn"))
-  m.neck = ml_collections.ConfigDict(dict(
-      type="fpn", channels=256, strides=(4, 8, 16, 32, 64)))
-  m.rpn = _rpn()
-  return m
 
 
 def get_base(system):

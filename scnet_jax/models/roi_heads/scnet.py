@@ -66,12 +66,13 @@ class SCNetRoIHeads(CascadeRoIHeads, kw_only=True):
   def setup(self):
     super().setup()
     if self.feature_relay:
-      relays = [FeatureRelayHead(
-          out_channels=self.channels, roi_feat_size=self.roi_size,
-          scale_factor=self.mask_roi_size // self.roi_size, dtype=self.dtype)
-                for _ in range(self.num_mask_heads)]
+      n = self.num_mask_heads
       # One relay keeps mmdet's name, `feat_relay_head`.
-      self.feat_relay_head = relays[0] if len(relays) == 1 else relays
+      self.relays = [FeatureRelayHead(
+          out_channels=self.channels, roi_feat_size=self.roi_size,
+          scale_factor=self.mask_roi_size // self.roi_size, dtype=self.dtype,
+          name="feat_relay_head" if n == 1 else f"feat_relay_head_{h}")
+                     for h in range(n)]
     if self.global_context:
       self.glbctx_head = GlobalContextHead(num_classes=self.num_classes,
                                            dtype=self.dtype)
@@ -93,9 +94,7 @@ class SCNetRoIHeads(CascadeRoIHeads, kw_only=True):
     feature shared [K, fc_dim] (x itself without the relay)."""
     if not self.feature_relay:
       return x
-    relay = self.feat_relay_head
-    relay = relay[head] if isinstance(relay, (list, tuple)) else relay
-    return x + relay(shared).astype(x.dtype)
+    return x + self.relays[head](shared).astype(x.dtype)
 
   def mask_losses(self, feats, stages, gt, image_hw, image_keys, ctx):
     single = self.sample_consistency == "single"
