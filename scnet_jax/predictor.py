@@ -7,7 +7,8 @@
 
 Images of any size are resized (keep ratio, as in training) and padded into
 the configured buckets, and batches are padded to a fixed size, so repeated
-calls reuse one compiled program per bucket.
+calls reuse one compiled program per bucket. A batch is split over every
+local device (jax.shard_map).
 """
 import jax
 import numpy as np
@@ -16,7 +17,9 @@ from PIL import Image
 from scnet_jax import checkpoint
 from scnet_jax.data import transforms
 from scnet_jax.evaluation.postprocess import image_detections, masks_in_image
+from scnet_jax.evaluation.inference import make_predict
 from scnet_jax.models import build_model
+from scnet_jax.parallel import DataParallel
 
 
 def load_config(config):
@@ -39,21 +42,27 @@ def abstract_variables(model, config):
 
 
 class Predictor:
-  """Callable on one image (or `predict_batch` on a list)."""
+  """Callable on one image (or `predict_batch` on a list).
+
+  batch_size: images per compiled call, rounded up to a multiple of the
+  local device count.
+  """
 
   def __init__(self, config, variables, class_names=None, batch_size=1,
                score_thr=None):
     self.config = config
     self.model = build_model(config)
-    self.variables = jax.device_put(variables)
+    self._dp = DataParallel("shard_map", make_predict(self.model),
+                            donate=False, out_sharded=True,
+                            devices=jax.local_devices())
+    self.variables = self._dp.put_replicated(variables)
     self.class_names = list(class_names) if class_names else [
         f"class_{i}" for i in range(config.model.num_classes)]
-    self.batch_size = batch_size
+    n = jax.local_device_count()
+    self.batch_size = -(-batch_size // n) * n
     self.score_thr = config.model.test.score_thr if score_thr is None \
         else score_thr
     self.buckets = transforms.check_buckets(config.data.buckets)
-    self._predict = jax.jit(lambda v, b: self.model.apply(
-        v, b, method=self.model.predict))
 
   @classmethod
   def from_checkpoint(cls, config, checkpoint_dir, **kwargs):
@@ -97,7 +106,8 @@ class Predictor:
         rows = [prepared[i] for i in chunk] + [prepared[chunk[-1]]] * pad
         batch = {"image": np.stack([r[1] for r in rows]),
                  "image_hw": np.array([r[2] for r in rows], np.int32)}
-        out = jax.device_get(self._predict(self.variables, batch))
+        out = self._dp.get_sharded(self._dp(self.variables,
+                                            self._dp.put_batch(batch)))
         for j, i in enumerate(chunk):
           results[i] = self._finish(image_detections(out, j), prepared[i])
     return results

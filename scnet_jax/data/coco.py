@@ -50,6 +50,19 @@ def decode_mask(segm, height, width, where="annotation"):
   return mask_utils.decode(ann_to_rle(segm, height, width, where))
 
 
+
+def read_rgb(path):
+  """An image file (any mode PIL reads: grayscale, palette and RGBA are
+  converted, alpha dropped) as uint8 RGB [H, W, 3]; DataError names the
+  file if it is missing or cannot be decoded."""
+  try:
+    with Image.open(path) as im:
+      return np.asarray(im.convert("RGB"))
+  except FileNotFoundError:
+    raise DataError(f"{path}: image file not found") from None
+  except (UnidentifiedImageError, OSError) as e:
+    raise DataError(f"{path}: cannot decode image ({e})") from None
+
 class CocoSource:
   """Random-access list of image records.
 
@@ -139,13 +152,7 @@ class CocoSource:
 
   def load_image(self, rec):
     """uint8 RGB [H, W, 3]; DataError names the file if unreadable."""
-    try:
-      with Image.open(rec["path"]) as im:
-        return np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-      raise DataError(f"{rec['path']}: image file not found") from None
-    except (UnidentifiedImageError, OSError) as e:
-      raise DataError(f"{rec['path']}: cannot decode image ({e})") from None
+    return read_rgb(rec["path"])
 
   def load_masks(self, rec):
     """[n, H, W] uint8 instance masks at original resolution."""

@@ -101,7 +101,72 @@ def test_predictor_any_size_without_recompiling(trained):
     assert out["masks"].dtype == bool
     if n:
       assert out["boxes"][:, 2].max() <= w and out["boxes"][:, 3].max() <= h
-  assert p._predict._cache_size() == 1
+  assert p._dp.fn._cache_size() == 1
   batch = p.predict_batch([rng.integers(0, 255, (128, 128, 3),
                                         dtype=np.uint8)] * 3)
   assert len(batch) == 3
+
+
+def test_predict_a_folder_of_any_images(trained, tmp_path):
+  """Grayscale, RGBA and larger-than-bucket images are predicted; a
+  corrupt file gets one line, is skipped and counted."""
+  from PIL import Image
+  folder = tmp_path / "images"
+  folder.mkdir()
+  rng = np.random.default_rng(0)
+  shape = np.asarray(Image.open(f"{shapes_root()}/val/" + sorted(
+      os.listdir(f"{shapes_root()}/val"))[0]).convert("RGB"))
+  Image.fromarray(shape).resize((700, 500)).save(folder / "large.jpg")
+  Image.fromarray(shape[:, :, 0]).save(folder / "gray.png")
+  rgba = np.concatenate([shape, np.full((*shape.shape[:2], 1), 128,
+                                        np.uint8)], axis=-1)
+  Image.fromarray(rgba[:100, :90], "RGBA").save(folder / "rgba.png")
+  (folder / "broken.jpg").write_bytes(rng.bytes(300))
+  (folder / "notes.txt").write_text("not an image")
+  def predict(out, devices, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "scnet_jax.predict", "--config", CONFIG,
+         "--checkpoint", str(trained), "--images", str(folder), "--out",
+         str(out), "--score_thr=0.0", "--config.model.test.score_thr=0.0",
+         *args, *_flags()], capture_output=True, text=True, cwd=ROOT,
+        env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_"
+                 f"count={devices}"))
+
+  out = tmp_path / "out"
+  p = predict(out, 1, "--pictures")
+  assert p.returncode == 0, p.stderr
+  lines = (p.stdout + p.stderr).splitlines()
+  assert len([ln for ln in lines if "broken.jpg" in ln]) == 1
+  assert "predicted 3 images" in p.stdout and "skipped 1" in p.stdout
+  results = json.loads((out / "results.json").read_text())
+  sizes = {"large.jpg": (500, 700), "gray.png": shape.shape[:2],
+           "rgba.png": (100, 90)}
+  assert {r["file_name"] for r in results} == set(sizes)
+  from pycocotools import mask as mask_utils
+  for r in results:
+    h, w = sizes[r["file_name"]]
+    assert list(mask_utils.decode(r["segmentation"]).shape) == [h, w]
+    x, y, bw, bh = r["bbox"]
+    assert -1e-3 <= x and x + bw <= w + 1e-3 and y + bh <= h + 1e-3
+  assert sorted(os.listdir(out / "vis")) == ["gray.png", "large.png",
+                                             "rgba.png"]
+  # Two devices with two images each: the same detections.
+  p = predict(tmp_path / "two", 2, "--batch_per_device=2")
+  assert p.returncode == 0, p.stderr
+  two = json.loads((tmp_path / "two" / "results.json").read_text())
+  assert [(r["file_name"], r["category_id"]) for r in two] == \
+      [(r["file_name"], r["category_id"]) for r in results]
+  np.testing.assert_allclose([r["score"] for r in two],
+                             [r["score"] for r in results], atol=1e-5)
+
+
+def test_predict_a_folder_without_images_is_one_line(trained, tmp_path):
+  p = subprocess.run(
+      [sys.executable, "-m", "scnet_jax.predict", "--config", CONFIG,
+       "--checkpoint", str(trained), "--images", str(tmp_path), *_flags()],
+      capture_output=True, text=True, cwd=ROOT, env=dict(os.environ,
+                                                         XLA_FLAGS=""))
+  assert p.returncode == 2
+  assert p.stderr.strip().splitlines() == [
+      f"error: {tmp_path}: no image files (.jpg, .jpeg, .png, .bmp, .gif, "
+      f".tif, .tiff, .webp)"]
