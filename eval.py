@@ -26,6 +26,8 @@ flags.DEFINE_enum("evaluator", "faster_coco_eval",
 flags.DEFINE_integer("visualize", 0, "Write this many prediction pictures.")
 flags.DEFINE_float("vis_score_thr", 0.3, "Display threshold of the pictures "
                    "(independent of the evaluation threshold).")
+flags.DEFINE_bool("compare_gt", False, "Pictures show the ground truth "
+                  "beside the predictions.")
 flags.DEFINE_integer("batch_per_device", 1, "Images per device per batch.")
 flags.DEFINE_integer("workers", 2, "Post-processing worker processes.")
 
@@ -54,7 +56,8 @@ def main(argv):
     from scnet_jax.evaluation.pictures import write_prediction_pictures
     paths = write_prediction_pictures(
         config, variables, FLAGS.checkpoint, ann_file, image_dir,
-        os.path.join(output, "vis"), FLAGS.visualize, FLAGS.vis_score_thr)
+        os.path.join(output, "vis"), FLAGS.visualize, FLAGS.vis_score_thr,
+        compare_gt=FLAGS.compare_gt)
     print(f"wrote {len(paths)} pictures to {os.path.join(output, 'vis')}")
   print(f"bbox AP {metrics['bbox_AP']:.4f}  segm AP {metrics['segm_AP']:.4f}"
         f"  ({os.path.join(output, 'metrics.json')})")

@@ -89,7 +89,9 @@ def predict_folder(predictor, paths, out_dir, pictures=False, log=print,
                                        predictor.class_names))
       if pictures:
         draw_instances(image, det["boxes"], det["labels"], det["masks"],
-                       det["scores"], predictor.class_names).save(
+                       det["scores"], predictor.class_names,
+                       caption=f"{name}: score >= {predictor.score_thr:.2f}"
+                       ).save(
                            os.path.join(out_dir, "vis",
                                         os.path.splitext(name)[0] + ".png"))
       done += 1

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 from absl import flags
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from scnet_jax.cli import config_flag, run_cli
 
@@ -22,26 +22,92 @@ def palette(i):
   return int(r * 255), int(g * 255), int(b * 255)
 
 
+def _font(size):
+  """PIL's built-in scalable font (a bitmap one on old Pillow)."""
+  try:
+    return ImageFont.load_default(size=size)
+  except TypeError:
+    return ImageFont.load_default()
+
+
+def _overlaps(a, b):
+  return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _place_label(box, size, taken, width, height):
+  """Where a label of `size` (w, h) goes for `box`: above its top-left
+  corner, inside it, below it or above its right end, whichever first
+  covers no other box or label; the first that fits the picture
+  otherwise."""
+  x1, y1, x2, y2 = box
+  w, h = size
+  spots = [(x1, y1 - h), (x1, y1), (x1, y2), (x2 - w, y1 - h), (x2 - w, y2)]
+  inside = [(min(max(x, 0), width - w), min(max(y, 0), height - h))
+            for x, y in spots]
+  for x, y in inside:
+    r = (x, y, x + w, y + h)
+    if not any(_overlaps(r, t) for t in taken):
+      return r
+  x, y = inside[0]
+  return (x, y, x + w, y + h)
+
+
 def draw_instances(image, boxes, labels, masks=None, scores=None,
-                   class_names=None, alpha=0.45):
-  """image [H, W, 3] uint8; boxes [n, 4] xyxy pixels; labels [n];
-  masks [n, H, W] bool or None; scores [n] or None -> PIL.Image."""
-  out = image.astype(np.float32).copy()
-  for i in range(len(boxes)):
+                   class_names=None, caption=None, min_side=512,
+                   alpha=0.45):
+  """A picture a person can read of instances over an image.
+
+  image [H, W, 3] uint8; boxes [n, 4] xyxy pixels; labels [n] contiguous;
+  masks [n, H, W] bool or None; scores [n] or None. Small images are
+  upscaled (nearest) so the long side is at least min_side; each class has
+  one colour (legend below the image), each instance a shade of it; labels
+  are placed where they cover no other box when there is such a place;
+  `caption` (e.g. the score threshold) is written above. -> PIL.Image.
+  """
+  h, w = image.shape[:2]
+  k = max(1, int(np.ceil(min_side / max(h, w))))
+  big = np.repeat(np.repeat(image, k, 0), k, 1).astype(np.float32)
+  labels = [int(v) for v in labels]
+  name = lambda c: class_names[c] if class_names else str(c)
+  colour = lambda c: palette(c * 7)
+  for i, c in enumerate(labels):
     if masks is not None:
-      c = np.asarray(palette(int(labels[i]) * 7 + i), np.float32)
-      m = masks[i].astype(bool)
-      out[m] = out[m] * (1 - alpha) + c * alpha
-  pil = Image.fromarray(out.clip(0, 255).astype(np.uint8))
-  draw = ImageDraw.Draw(pil)
-  for i in range(len(boxes)):
-    colour = palette(int(labels[i]) * 7 + i)
-    x1, y1, x2, y2 = (float(v) for v in boxes[i])
-    draw.rectangle([x1, y1, x2, y2], outline=colour, width=1)
-    name = class_names[int(labels[i])] if class_names else str(labels[i])
-    text = name if scores is None else f"{name} {float(scores[i]):.2f}"
-    draw.text((x1 + 1, max(y1 - 10, 0)), text, fill=colour)
-  return pil
+      shade = 0.75 + 0.25 * ((i * 0.37) % 1.0)
+      m = np.repeat(np.repeat(masks[i].astype(bool), k, 0), k, 1)
+      big[m] = big[m] * (1 - alpha) + np.asarray(colour(c)) * shade * alpha
+  font = _font(max(12, min(24, k * 8 + 6)))
+  pad = font.size // 3 if hasattr(font, "size") else 3
+  line = (font.size if hasattr(font, "size") else 11) + 2 * pad
+  classes = sorted(set(labels))
+  top = line if caption else 0
+  bottom = line if classes else 0
+  pic = Image.new("RGB", (w * k, h * k + top + bottom), (32, 32, 32))
+  pic.paste(Image.fromarray(big.clip(0, 255).astype(np.uint8)), (0, top))
+  draw = ImageDraw.Draw(pic)
+  scaled = [tuple(float(v) * k for v in b) for b in boxes]
+  scaled = [(x1, y1 + top, x2, y2 + top) for x1, y1, x2, y2 in scaled]
+  for c, b in zip(labels, scaled):
+    draw.rectangle(b, outline=colour(c), width=2)
+  taken = list(scaled)
+  for i, (c, b) in enumerate(zip(labels, scaled)):
+    text = name(c) if scores is None else f"{name(c)} {float(scores[i]):.2f}"
+    tw = draw.textlength(text, font=font) + 2 * pad
+    r = _place_label(b, (tw, line), [t for t in taken if t != b],
+                     pic.width, top + h * k)
+    taken.append(r)
+    draw.rectangle(r, fill=colour(c))
+    draw.text((r[0] + pad, r[1] + pad), text, fill=(0, 0, 0), font=font)
+  if caption:
+    draw.text((pad, pad), caption, fill=(255, 255, 255), font=font)
+  x = pad
+  for c in classes:  # legend: one swatch per class present
+    y = top + h * k + pad
+    draw.rectangle((x, y, x + line - 2 * pad, y + line - 2 * pad),
+                   fill=colour(c))
+    x += line
+    draw.text((x - pad, y), name(c), fill=(255, 255, 255), font=font)
+    x += draw.textlength(name(c), font=font) + 2 * line
+  return pic
 
 
 def crops_to_masks(crops, windows, hw):
@@ -68,6 +134,17 @@ def semantic_picture(sem, scale=8):
   return np.repeat(np.repeat(rgb, scale, 0), scale, 1)
 
 
+def side_by_side(pictures):
+  """PIL images next to each other, top-aligned, on a dark background."""
+  out = Image.new("RGB", (sum(p.width for p in pictures),
+                          max(p.height for p in pictures)), (32, 32, 32))
+  x = 0
+  for p in pictures:
+    out.paste(p, (x, 0))
+    x += p.width
+  return out
+
+
 def draw_batch(batch, class_names=None):
   """One picture per example of a loader batch."""
   pics = []
@@ -80,11 +157,9 @@ def draw_batch(batch, class_names=None):
                          batch["gt_labels"][i][:n], masks,
                          class_names=class_names)
     if "gt_semantic" in batch:
-      sem = Image.fromarray(semantic_picture(batch["gt_semantic"][i]))
-      both = Image.new("RGB", (pic.width + sem.width, pic.height))
-      both.paste(pic, (0, 0))
-      both.paste(sem, (pic.width, 0))
-      pic = both
+      k = pic.width // hw[1]  # draw_instances' upscaling
+      sem = Image.fromarray(semantic_picture(batch["gt_semantic"][i], 8 * k))
+      pic = side_by_side([pic, sem])
     pics.append(pic)
   return pics
 

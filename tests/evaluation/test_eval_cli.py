@@ -42,7 +42,7 @@ def test_eval_twice_identical_and_results_load(trained, tmp_path):
   outs = []
   for name in ("a", "b"):
     p = _run("eval.py", "--checkpoint", str(trained), "--output",
-             str(tmp_path / name), "--visualize", "2")
+             str(tmp_path / name), "--visualize", "2", "--compare_gt")
     assert p.returncode == 0, p.stderr
     assert "Average Precision" in p.stdout and "segm" in p.stdout
     with open(tmp_path / name / "metrics.json") as f:
@@ -57,6 +57,9 @@ def test_eval_twice_identical_and_results_load(trained, tmp_path):
   if json.loads(results.read_text()):
     COCO(f"{shapes_root()}/annotations/val.json").loadRes(str(results))
   assert len(os.listdir(tmp_path / "a" / "vis")) == 2
+  from PIL import Image
+  with Image.open(next((tmp_path / "a" / "vis").iterdir())) as pic:
+    assert pic.width >= 2 * 512  # ground truth beside the predictions
   assert len(os.listdir(trained / "eval" / "vis")) == 2
 
 
