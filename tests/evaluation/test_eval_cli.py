@@ -173,3 +173,20 @@ def test_predict_a_folder_without_images_is_one_line(trained, tmp_path):
   assert p.stderr.strip().splitlines() == [
       f"error: {tmp_path}: no image files (.jpg, .jpeg, .png, .bmp, .gif, "
       f".tif, .tiff, .webp)"]
+
+
+def test_export_cli_round_trip(trained, tmp_path):
+  from scnet_jax.export import load_exported
+  p = subprocess.run(
+      [sys.executable, "-m", "scnet_jax.export", "--config", CONFIG,
+       "--checkpoint", str(trained), "--out", str(tmp_path / "exp"),
+       *_flags()], capture_output=True, text=True, cwd=ROOT,
+      env=dict(os.environ, XLA_FLAGS=""))
+  assert p.returncode == 0, p.stderr
+  assert "exported step 4" in p.stdout
+  predict = load_exported(str(tmp_path / "exp"))
+  from scnet_jax.data.shapes import CATEGORIES
+  assert predict.meta["class_names"] == list(CATEGORIES)
+  images = np.zeros((1, 128, 128, 3), np.uint8)
+  out = predict(images, np.array([[128, 128]], np.int32))
+  assert out["boxes"].shape == (1, 20, 4)
