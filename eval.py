@@ -12,13 +12,11 @@ import os
 
 from absl import flags
 
-from scnet_jax.cli import config_flag, run_cli
+from scnet_jax.cli import checkpoint_flag, config_flag, run_cli
 
 FLAGS = flags.FLAGS
 config_flag()
-flags.DEFINE_string("checkpoint", None, "A workdir of train.py, its "
-                    "checkpoints/ folder, or a converted checkpoint.",
-                    required=True)
+checkpoint_flag()
 flags.DEFINE_string("output", None, "Output folder (default: "
                     "CHECKPOINT/eval).")
 flags.DEFINE_enum("evaluator", "faster_coco_eval",

@@ -14,6 +14,13 @@ def config_flag(name="config"):
   flags.mark_flag_as_required(name)
 
 
+def checkpoint_flag():
+  """--checkpoint: what train.py wrote, or a converted checkpoint."""
+  flags.DEFINE_string("checkpoint", None, "A workdir of train.py, its "
+                      "checkpoints/ folder, or a converted checkpoint.",
+                      required=True)
+
+
 def run_cli(main):
   """absl.app.run with user errors printed as one line (exit code 2),
   including a --config.FIELD that does not exist."""

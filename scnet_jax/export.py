@@ -28,7 +28,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from scnet_jax.cli import config_flag, run_cli
+from scnet_jax.cli import checkpoint_flag, config_flag, run_cli
 
 FLAGS = flags.FLAGS
 OUTPUTS = ("boxes", "scores", "labels", "masks", "num_detections")
@@ -114,9 +114,7 @@ def main(argv):
 
 if __name__ == "__main__":
   config_flag()
-  flags.DEFINE_string("checkpoint", None, "A workdir of train.py, its "
-                      "checkpoints/ folder, or a converted checkpoint.",
-                      required=True)
+  checkpoint_flag()
   flags.DEFINE_string("out", None, "Output folder.", required=True)
   flags.DEFINE_integer("batch", 1, "Images per call (static).")
   run_cli(main)

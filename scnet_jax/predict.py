@@ -22,7 +22,7 @@ import numpy as np
 from absl import flags
 from pycocotools import mask as mask_utils
 
-from scnet_jax.cli import config_flag, run_cli
+from scnet_jax.cli import checkpoint_flag, config_flag, run_cli
 from scnet_jax.errors import DataError
 
 FLAGS = flags.FLAGS
@@ -127,9 +127,7 @@ def main(argv):
 
 if __name__ == "__main__":
   config_flag()
-  flags.DEFINE_string("checkpoint", None, "A workdir of train.py, its "
-                      "checkpoints/ folder, or a converted checkpoint.",
-                      required=True)
+  checkpoint_flag()
   flags.DEFINE_string("images", None, "Folder of images.", required=True)
   flags.DEFINE_string("out", None, "Output folder (default: "
                       "CHECKPOINT/predictions).")
