@@ -27,6 +27,8 @@ flags.DEFINE_float("vis_score_thr", 0.3, "Display threshold of the pictures "
 flags.DEFINE_bool("compare_gt", False, "Pictures show the ground truth "
                   "beside the predictions.")
 flags.DEFINE_integer("batch_per_device", 1, "Images per device per batch.")
+flags.DEFINE_bool("tta", False, "Also evaluate with test-time augmentation "
+                  "(config.test_aug: scales and flip), into OUTPUT/tta.")
 flags.DEFINE_integer("workers", 2, "Post-processing worker processes.")
 
 
@@ -59,6 +61,15 @@ def main(argv):
     print(f"wrote {len(paths)} pictures to {os.path.join(output, 'vis')}")
   print(f"bbox AP {metrics['bbox_AP']:.4f}  segm AP {metrics['segm_AP']:.4f}"
         f"  ({os.path.join(output, 'metrics.json')})")
+  if FLAGS.tta:
+    from scnet_jax.evaluation.tta import evaluate_tta
+    tta = evaluate_tta(config, variables, ann_file=ann_file,
+                       image_dir=image_dir,
+                       output_dir=os.path.join(output, "tta"),
+                       evaluator=FLAGS.evaluator)
+    print(f"TTA: bbox AP {tta['bbox_AP']:.4f}  segm AP {tta['segm_AP']:.4f}"
+          f"  (plain {metrics['bbox_AP']:.4f} / {metrics['segm_AP']:.4f}; "
+          f"{os.path.join(output, 'tta', 'metrics.json')})")
 
 
 if __name__ == "__main__":

@@ -170,6 +170,11 @@ def get_base(system):
       root="data/shapes", num_train=2000, num_val=200, image_size=128,
       max_objects=6, seed=0))
 
+  # eval.py --tta: mmdet 2.x's SCNet/HTC test-time views, (long, short).
+  c.test_aug = ml_collections.ConfigDict(dict(
+      scales=((900, 600), (1200, 800), (1500, 1000), (1800, 1200),
+              (2100, 1400)), flip=True))
+
   c.seed = 0
   c.global_batch = 16
   c.base_lr = 0.02
@@ -212,6 +217,8 @@ def tiny(c, num_classes=4, image_size=128):
   m.test.update(max_per_img=20, pre_nms_topk=1000)
   c.data.buckets = ((image_size, image_size),)
   c.data.image_scale = (image_size, image_size)
+  c.test_aug.scales = tuple((s, s) for s in (image_size * 3 // 4,
+                                             image_size, image_size * 5 // 4))
   c.data.max_instances = 12
   c.data.mask_crop_size = 32
   return c

@@ -51,10 +51,10 @@ class HTCRoIHeads(CascadeRoIHeads, kw_only=True):
           self.mask_loss(logits, pos, gt, image_hw)
     return losses
 
-  def predict_masks(self, feats, dets, ctx):
-    x = self.roi_features(feats, dets.boxes, self.mask_roi_size, ctx)
+  def predict_masks(self, feats, boxes, labels, ctx):
+    x = self.roi_features(feats, boxes, self.mask_roi_size, ctx)
     return self.mean_mask_probs(
-        self.mask_chain(x, self.num_stages - 1, every=True), dets.labels)
+        self.mask_chain(x, self.num_stages - 1, every=True), labels)
 
   def mask_chain(self, x, last, every=False):
     """Mask heads 0..last on RoI features x [K, 14, 14, C], each fed the

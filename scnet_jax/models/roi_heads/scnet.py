@@ -112,13 +112,13 @@ class SCNetRoIHeads(CascadeRoIHeads, kw_only=True):
             self.stage_loss_weights[h] * loss
     return losses
 
-  def predict_masks(self, feats, dets, ctx):
-    x = self.roi_features(feats, dets.boxes, self.mask_roi_size, ctx)
+  def predict_masks(self, feats, boxes, labels, ctx):
+    x = self.roi_features(feats, boxes, self.mask_roi_size, ctx)
     shared = {}
     if self.feature_relay:
       for src in sorted(set(self.mask_sources)):
-        _, _, s = self.box_forward(src, feats, dets.boxes, ctx)
+        _, _, s = self.box_forward(src, feats, boxes, ctx)
         shared[src] = s.reshape(-1, s.shape[-1])
     logits = [self.mask_head[h](self.relayed(h, x, shared.get(src)))[0]
               for h, src in enumerate(self.mask_sources)]
-    return self.mean_mask_probs(logits, dets.labels)
+    return self.mean_mask_probs(logits, labels)

@@ -168,10 +168,10 @@ class StandardRoIHeads(nn.Module, kw_only=True):
   def predict(self, feats, proposals, image_hw):
     """Detections with [B, D, mask_size, mask_size] box-relative masks."""
     ctx, _ = self.context(feats)
-    rois, logits, deltas = self.predict_box_stages(feats, proposals.boxes,
-                                                   image_hw, ctx)
-    dets = self.detect(rois, proposals.valid, logits, deltas, image_hw)
-    return dets.replace(masks=self.predict_masks(feats, dets, ctx))
+    boxes, scores = self.predict_boxes(feats, proposals.boxes, image_hw, ctx)
+    dets = self.detect(boxes, scores, proposals.valid)
+    return dets.replace(masks=self.predict_masks(feats, dets.boxes,
+                                                 dets.labels, ctx))
 
   # ------------------------------------------------------ family hooks
   def context(self, feats, gt=None):
@@ -204,12 +204,13 @@ class StandardRoIHeads(nn.Module, kw_only=True):
           self.mask_loss(logits, pos, gt, image_hw)
     return losses
 
-  def predict_masks(self, feats, dets, ctx):
-    """[B, D, M, M] probabilities of the detected class: the mean over the
-    mask heads (the cascades average their stages, as mmdet 2.x)."""
-    x = self.roi_features(feats, dets.boxes, self.mask_roi_size, ctx)
-    return self.mean_mask_probs(
-        [head(x)[0] for head in self.mask_head], dets.labels)
+  def predict_masks(self, feats, boxes, labels, ctx):
+    """[B, D, M, M] probabilities of class labels [B, D] over boxes
+    [B, D, 4]: the mean over the mask heads (the cascades average their
+    stages, as mmdet 2.x)."""
+    x = self.roi_features(feats, boxes, self.mask_roi_size, ctx)
+    return self.mean_mask_probs([head(x)[0] for head in self.mask_head],
+                                labels)
 
   # ------------------------------------------------------ shared pieces
   def sample(self, stage, image_keys, candidates, candidate_valid, gt,
@@ -319,10 +320,13 @@ class StandardRoIHeads(nn.Module, kw_only=True):
     norm = normalizer(jnp.sum(pos.is_pos), self.axis_name)
     return jnp.sum(jnp.where(pos.is_pos, bce, 0.0)) / norm
 
-  def detect(self, rois, roi_valid, logits, deltas, image_hw):
-    """Mean of the stages' logits -> softmax; the last stage's deltas on
-    its input rois -> boxes clipped to the image; multiclass NMS."""
-    t = self.test
+  def predict_boxes(self, feats, rois, image_hw, ctx):
+    """Box stages on rois [B, P, 4] -> (boxes [B, P, C | 1, 4], the last
+    stage's deltas on its input RoIs, clipped to the image; scores
+    [B, P, C], the softmax of the stages' mean logits, background
+    dropped)."""
+    rois, logits, deltas = self.predict_box_stages(feats, rois, image_hw,
+                                                   ctx)
     scores = jax.nn.softmax(jnp.mean(jnp.stack(logits), axis=0), axis=-1)
     stds = self.stage_target_stds[-1]
     if self.class_agnostic:
@@ -332,9 +336,14 @@ class StandardRoIHeads(nn.Module, kw_only=True):
       boxes = ops.decode_deltas(rois[:, :, None, :], deltas, stds=stds,
                                 image_hw=image_hw[:, None, :],
                                 clamp=self.delta_clamp)
-    return multiclass_nms(boxes, scores[..., :self.num_classes], roi_valid,
-                          score_thr=t.score_thr, nms_iou=t.nms_iou,
-                          max_per_img=t.max_per_img,
+    return boxes, scores[..., :self.num_classes]
+
+  def detect(self, boxes, scores, valid):
+    """predict_boxes' output of the valid [B, P] RoIs -> Detections
+    (multiclass NMS with the model.test settings), without masks."""
+    t = self.test
+    return multiclass_nms(boxes, scores, valid, score_thr=t.score_thr,
+                          nms_iou=t.nms_iou, max_per_img=t.max_per_img,
                           pre_nms_topk=t.pre_nms_topk,
                           min_box_size=t.min_box_size)
 
