@@ -43,11 +43,11 @@ def batch_spec(keys, batch_size, bucket, max_instances, mask_crop_size):
   return {k: spec[k] for k in keys}
 
 
-def image_keys(batch_keys, index):
+def image_keys(key, index):
   """[B] per-image PRNG keys from one key and each image's position in the
   global batch, so a global batch samples the same RoIs however it is
   split over devices."""
-  return jax.vmap(jax.random.fold_in, (None, 0))(batch_keys, index)
+  return jax.vmap(jax.random.fold_in, (None, 0))(key, index)
 
 
 def keys_for(per_image_keys, use):
