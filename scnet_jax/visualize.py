@@ -34,15 +34,16 @@ def _overlaps(a, b):
   return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def _place_label(box, size, taken, width, height):
+def _place_label(box, size, taken, width, height, top=0):
   """Where a label of `size` (w, h) goes for `box`: above its top-left
-  corner, inside it, below it or above its right end, whichever first
-  covers no other box or label; the first that fits the picture
-  otherwise."""
+  corner, inside it, below it, or the same at its right end, whichever
+  first covers no other box or label; the first otherwise. Labels stay in
+  the rows [top, height) and columns [0, width)."""
   x1, y1, x2, y2 = box
   w, h = size
-  spots = [(x1, y1 - h), (x1, y1), (x1, y2), (x2 - w, y1 - h), (x2 - w, y2)]
-  inside = [(min(max(x, 0), width - w), min(max(y, 0), height - h))
+  spots = [(x1, y1 - h), (x1, y1), (x1, y2), (x1, y2 - h),
+           (x2 - w, y1 - h), (x2 - w, y1), (x2 - w, y2), (x2 - w, y2 - h)]
+  inside = [(min(max(x, 0), width - w), min(max(y, top), height - h))
             for x, y in spots]
   for x, y in inside:
     r = (x, y, x + w, y + h)
@@ -69,7 +70,7 @@ def draw_instances(image, boxes, labels, masks=None, scores=None,
   big = np.repeat(np.repeat(image, k, 0), k, 1).astype(np.float32)
   labels = [int(v) for v in labels]
   name = lambda c: class_names[c] if class_names else str(c)
-  colour = lambda c: palette(c * 7)
+  colour = palette
   for i, c in enumerate(labels):
     if masks is not None:
       shade = 0.75 + 0.25 * ((i * 0.37) % 1.0)
@@ -79,8 +80,18 @@ def draw_instances(image, boxes, labels, masks=None, scores=None,
   pad = font.size // 3 if hasattr(font, "size") else 3
   line = (font.size if hasattr(font, "size") else 11) + 2 * pad
   classes = sorted(set(labels))
+  # Legend entries (swatch, name), wrapped into rows of the picture width.
+  rows, x = [[]], 0
+  for c in classes:
+    entry = line + ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(
+        name(c), font=font) + line
+    if rows[-1] and x + entry > w * k:
+      rows.append([])
+      x = 0
+    rows[-1].append((c, x))
+    x += entry
   top = line if caption else 0
-  bottom = line if classes else 0
+  bottom = line * len(rows) if classes else 0
   pic = Image.new("RGB", (w * k, h * k + top + bottom), (32, 32, 32))
   pic.paste(Image.fromarray(big.clip(0, 255).astype(np.uint8)), (0, top))
   draw = ImageDraw.Draw(pic)
@@ -93,20 +104,18 @@ def draw_instances(image, boxes, labels, masks=None, scores=None,
     text = name(c) if scores is None else f"{name(c)} {float(scores[i]):.2f}"
     tw = draw.textlength(text, font=font) + 2 * pad
     r = _place_label(b, (tw, line), [t for t in taken if t != b],
-                     pic.width, top + h * k)
+                     pic.width, top + h * k, top)
     taken.append(r)
     draw.rectangle(r, fill=colour(c))
     draw.text((r[0] + pad, r[1] + pad), text, fill=(0, 0, 0), font=font)
   if caption:
     draw.text((pad, pad), caption, fill=(255, 255, 255), font=font)
-  x = pad
-  for c in classes:  # legend: one swatch per class present
-    y = top + h * k + pad
-    draw.rectangle((x, y, x + line - 2 * pad, y + line - 2 * pad),
-                   fill=colour(c))
-    x += line
-    draw.text((x - pad, y), name(c), fill=(255, 255, 255), font=font)
-    x += draw.textlength(name(c), font=font) + 2 * line
+  for i, row in enumerate(rows):  # legend: a swatch per class present
+    y = top + h * k + i * line + pad
+    for c, x in row:
+      draw.rectangle((x + pad, y, x + line - pad, y + line - 2 * pad),
+                     fill=colour(c))
+      draw.text((x + line, y), name(c), fill=(255, 255, 255), font=font)
   return pic
 
 
