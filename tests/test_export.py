@@ -36,3 +36,26 @@ def test_round_trip_equals_in_process(tmp_path):
                                rtol=1e-5, atol=1e-5, err_msg=k)
   assert {"predict.jax", "variables.msgpack", "meta.json"} == set(
       os.listdir(tmp_path))
+
+
+def test_loading_runs_no_model_code(tmp_path):
+  """A fresh process loads and calls the export without importing
+  scnet_jax.models."""
+  import subprocess
+  import sys
+  config = tiny_config("mask_rcnn")
+  model = build_model(config)
+  params, stats = init_variables(model, config, 0)
+  export_predictor(config, {"params": params, "batch_stats": stats},
+                   str(tmp_path))
+  code = (
+      "import sys, numpy as np\n"
+      "from scnet_jax.export import load_exported\n"
+      f"p = load_exported({str(tmp_path)!r})\n"
+      "out = p(np.zeros((1, 128, 128, 3), np.uint8), [[128, 128]])\n"
+      "assert out['boxes'].shape == (1, 20, 4), out['boxes'].shape\n"
+      "print(sorted(m for m in sys.modules if m.startswith('scnet_jax.')))\n")
+  p = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                     text=True, env=dict(os.environ, XLA_FLAGS=""))
+  assert p.returncode == 0, p.stderr
+  assert "scnet_jax.models" not in p.stdout
