@@ -16,8 +16,6 @@ import numpy as np
 
 from scnet_jax.data import transforms
 from scnet_jax.errors import DataError
-from scnet_jax.models import batch_keys
-from scnet_jax.models.structures import SEMANTIC_KEY
 
 
 def record_buckets(source, data_cfg):
@@ -152,6 +150,10 @@ def train_iterator(source, config, num_steps, process_index=0,
   """Iterator of host-local batches (dicts of [global_batch / P, ...]
   numpy arrays) for `num_steps` steps; `get_state`/`set_state` resume it.
   Semantic maps are decoded only when the model reads them."""
+  # Imported here: Grain's worker processes unpickle this module's
+  # LoadExample and need no model code.
+  from scnet_jax.models import batch_keys
+  from scnet_jax.models.structures import SEMANTIC_KEY
   with_semantic = SEMANTIC_KEY in batch_keys(config, train=True)
   bucket_of, buckets = record_buckets(source, config.data)
   plan = TrainPlan(bucket_of, config.global_batch, config.seed,
