@@ -88,16 +88,19 @@ class TTAPredictor:
                   for f in ((False, True) if aug.flip else (False,))]
     rpn = config.model.rpn
 
+    # A view's features and RoI-head context are computed once, kept on
+    # the device, and fed to its box and mask programs.
     def proposals(m, image, image_hw):
       feats = m.features(image)
-      return feats, m.rpn_head.proposals(feats, image_hw)
-
-    def boxes(m, feats, rois, image_hw):
       ctx, _ = m.roi_heads.context(feats)
+      return (feats, ctx), m.rpn_head.proposals(feats, image_hw)
+
+    def boxes(m, view_feats, rois, image_hw):
+      feats, ctx = view_feats
       return m.roi_heads.predict_boxes(feats, rois, image_hw, ctx)
 
-    def masks(m, feats, det_boxes, labels):
-      ctx, _ = m.roi_heads.context(feats)
+    def masks(m, view_feats, det_boxes, labels):
+      feats, ctx = view_feats
       return m.roi_heads.predict_masks(feats, det_boxes, labels, ctx)
 
     def detect(m, det_boxes, scores, valid):
