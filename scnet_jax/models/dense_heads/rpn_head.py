@@ -75,17 +75,20 @@ class RPNHead(nn.Module, kw_only=True):
                              self.anchor_ratios, self.round_anchors)
             for f, s in zip(feats, self.strides)]
 
-  def proposals(self, feats, image_hw, outputs=None, train=False):
+  def proposals(self, feats, image_hw, outputs=None, train=False,
+                anchors=None):
     """Proposals after per-level NMS, with the train or test caps.
 
-    outputs: this head's outputs on feats (computed when None).
+    outputs, anchors: this head's outputs and anchors on feats (computed
+    when None).
     """
     outputs = self(feats) if outputs is None else outputs
+    anchors = self.anchors(feats) if anchors is None else anchors
     pre, post = ((self.train_pre_nms, self.train_post_nms) if train else
                  (self.test_pre_nms, self.test_post_nms))
     boxes, valid, scores = rpn.proposals(
         [o[0] for o in outputs], [o[1] for o in outputs],
-        self.anchors(feats), image_hw, pre, post, self.nms_iou,
+        anchors, image_hw, pre, post, self.nms_iou,
         self.delta_clamp, self.min_box_size)
     return Proposals(boxes=boxes, valid=valid, scores=scores)
 
@@ -105,4 +108,5 @@ class RPNHead(nn.Module, kw_only=True):
         jnp.concatenate([o[0] for o in outputs], 1),
         jnp.concatenate([o[1] for o in outputs], 1), all_anchors, inside,
         gt.boxes, gt.valid, self, self.axis_name)
-    return losses, self.proposals(feats, image_hw, outputs, train=True)
+    return losses, self.proposals(feats, image_hw, outputs, train=True,
+                                  anchors=anchors)
