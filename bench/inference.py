@@ -27,10 +27,12 @@ from bench.models import H, W, ours_from, photo, torchvision_model  # noqa
 def our_stages(model, variables, data):
   """Seconds of our cumulative prefixes: features, proposals, predict."""
   def to_proposals(m, batch):
-    return m.rpn_head.proposals(m.features(batch["image"]),
+    return m.rpn_head.proposals(m.features(batch["image"],
+                                           batch["image_hw"]),
                                 batch["image_hw"])
 
-  prefixes = [lambda m, b: m.features(b["image"]), to_proposals,
+  prefixes = [lambda m, b: m.features(b["image"], b["image_hw"]),
+              to_proposals,
               lambda m, b: m.predict(b)]
   times = []
   for prefix in prefixes:

@@ -18,9 +18,10 @@ def get_config():
   m.delta_clamp = "upper"
   m.rpn.round_anchors = True
   m.rpn.update(train_pre_nms=2000, train_post_nms=2000, test_pre_nms=1000,
-               test_post_nms=1000, nms_iou=0.7, min_box_size=1e-3)
-  m.roi_heads.update(aligned=False, sampling_ratio=2, level_mapper="torchvision",
+               test_post_nms=1000, nms_iou=0.7, min_box_size=1e-3,
                loss_bbox_beta=1.0 / 9.0)
+  m.roi_heads.update(aligned=False, sampling_ratio=2,
+                     level_mapper="torchvision", loss_bbox_beta=1.0 / 9.0)
   # 1000 proposals x 90 classes: consider all of them before the NMS.
   m.test.update(score_thr=0.05, nms_iou=0.5, max_per_img=100,
                 pre_nms_topk=90000, min_box_size=1e-2)

@@ -89,10 +89,10 @@ def _common_model():
 def mask_rcnn_model():
   """Mask R-CNN R-50-FPN (mmdet mask-rcnn_r50_fpn_1x_coco)."""
   m = _common_model()
-  # Mask R-CNN's base config disables the border check and keeps 1000
-  # training proposals.
-  m.rpn = _rpn(allowed_border=-1, train_post_nms=1000)
-  m.roi_heads = _roi_heads("standard")
+  # Mask R-CNN's base config disables the border check, keeps 1000
+  # training proposals and regresses boxes with L1 (beta 0), RPN and R-CNN.
+  m.rpn = _rpn(allowed_border=-1, train_post_nms=1000, loss_bbox_beta=0.0)
+  m.roi_heads = _roi_heads("standard", loss_bbox_beta=0.0)
   m.test = _test(0.05)
   return m
 
@@ -114,7 +114,8 @@ def htc_model():
   m = _common_model()
   m.roi_heads = _roi_heads("htc", **CASCADE_STAGES, semantic=True,
                            semantic_head=_semantic_head(),
-                           interleaved=True, mask_info_flow=True)
+                           interleaved=True, mask_info_flow=True,
+                           test_mask_merge="all_stages")
   m.test = _test(0.001)
   return m
 

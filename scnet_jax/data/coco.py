@@ -3,8 +3,10 @@ COCO-Stuff `stuffthingmaps` PNGs).
 
 Follows mmdetection's CocoDataset: crowd instances ignored, category ids
 mapped to contiguous labels (and back for results), training filters images
-without usable annotations or with a side under 32 px. Boxes with zero or
-negative size are skipped with a counted warning, as COCO tools do. Masks
+without any annotation or with a side under 32 px (an image with only crowd
+or too small boxes stays, as background). Boxes under one pixel wide or
+high, or with no part inside the image, are skipped with a counted
+warning. Masks
 are decoded exactly as `pycocotools.COCO.annToMask` does.
 """
 import collections
@@ -109,8 +111,10 @@ class CocoSource:
     for image_id in sorted(images):
       im = images[image_id]
       rec = self._record(im, per_image[image_id])
-      if train and (not len(rec["labels"]) or min(im["height"],
-                                                  im["width"]) < 32):
+      # mmdet's filter_empty_gt keeps an image with any annotation, crowd
+      # or too small ones included (it then trains as all background).
+      if train and (not per_image[image_id] or min(im["height"],
+                                                   im["width"]) < 32):
         self.warnings["filtered images"] += 1
         continue
       if check_files and not os.path.exists(rec["path"]):
@@ -124,8 +128,14 @@ class CocoSource:
       if ann.get("iscrowd", 0):
         continue
       x, y, w, h = ann["bbox"]
-      if w <= 0 or h <= 0 or ann.get("area", 1) <= 0:
-        self.warnings["skipped boxes with zero or negative size"] += 1
+      # mmdet: boxes under one pixel, or with no part in the image, go.
+      inter_w = min(x + w, im["width"]) - max(x, 0)
+      inter_h = min(y + h, im["height"]) - max(y, 0)
+      if w < 1 or h < 1 or ann.get("area", 1) <= 0:
+        self.warnings["skipped boxes under one pixel"] += 1
+        continue
+      if inter_w <= 0 or inter_h <= 0:
+        self.warnings["skipped boxes outside the image"] += 1
         continue
       if "segmentation" not in ann:
         raise DataError(f"{self.ann_file}: annotation id {ann['id']}: no "

@@ -91,8 +91,8 @@ class TTAPredictor:
     # A view's features and RoI-head context are computed once, kept on
     # the device, and fed to its box and mask programs.
     def proposals(m, image, image_hw):
-      feats = m.features(image)
-      ctx, _ = m.roi_heads.context(feats)
+      feats = m.features(image, image_hw)
+      ctx, _ = m.roi_heads.context(feats, image_hw)
       return (feats, ctx), m.rpn_head.proposals(feats, image_hw)
 
     def boxes(m, view_feats, rois, image_hw):

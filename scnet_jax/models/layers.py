@@ -7,6 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from scnet_jax.models.structures import mask_canvas
 from scnet_jax.ops.conv import conv_general_dilated
 
 # nn.Conv whose kernel gradient is fast on XLA's CPU backend (ops/conv.py);
@@ -50,24 +51,27 @@ class ConvModule(nn.Module):
 class SimplifiedBasicBlock(nn.Module):
   """conv3x3 -> ReLU -> conv3x3, + identity, no final ReLU, no norm.
 
-  x: [..., H, W, C] -> same shape.
+  x: [..., H, W, C] -> same shape. canvas (structures.Canvas, image-level
+  maps only): each conv's input is zeroed outside it.
   """
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, canvas=None):
     c = x.shape[-1]
-    conv = lambda name: Conv(c, (3, 3), padding=((1, 1), (1, 1)),
-                             kernel_init=torch_default_conv_init(),
-                             dtype=self.dtype, name=name)
-    return conv("conv2")(nn.relu(conv("conv1")(x))) + x
+    conv = lambda name, y: Conv(c, (3, 3), padding=((1, 1), (1, 1)),
+                                kernel_init=torch_default_conv_init(),
+                                dtype=self.dtype, name=name)(
+                                    mask_canvas(y, canvas))
+    return conv("conv2", nn.relu(conv("conv1", x))) + x
 
 
 class ResConvStack(nn.Module):
   """`num_convs` 3x3 convs: plain ConvModules, or (conv_to_res) pairs of
   them as SimplifiedBasicBlocks, as SCNet's heads use.
 
-  x: [..., H, W, C] -> [..., H, W, features].
+  x: [..., H, W, C] -> [..., H, W, features]. canvas (structures.Canvas,
+  image-level maps only): each conv's input is zeroed outside it.
   """
   num_convs: int
   features: int
@@ -75,14 +79,15 @@ class ResConvStack(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, canvas=None):
     if self.conv_to_res:
       for i in range(self.num_convs // 2):
-        x = SimplifiedBasicBlock(dtype=self.dtype, name=f"convs_{i}")(x)
+        x = SimplifiedBasicBlock(dtype=self.dtype, name=f"convs_{i}")(
+            x, canvas)
     else:
       for i in range(self.num_convs):
         x = ConvModule(self.features, 3, dtype=self.dtype,
-                       name=f"convs_{i}")(x)
+                       name=f"convs_{i}")(mask_canvas(x, canvas))
     return x
 
 

@@ -25,7 +25,8 @@ def softmax_ce(logits, labels):
 
 
 def smooth_l1(diff, beta):
-  """[...] -> [...] SmoothL1 (Huber / beta) as mmdet's SmoothL1Loss."""
+  """[...] -> [...] SmoothL1 (Huber / beta) as mmdet's SmoothL1Loss;
+  beta <= 0 is its limit, mmdet's L1Loss."""
   d = jnp.abs(diff.astype(jnp.float32))
   if beta <= 0:
     return d

@@ -140,11 +140,69 @@ class Detections:
   mask_stride: int = flax.struct.field(pytree_node=False, default=1)
 
 
+# mmdet pads every image to a multiple of this (pad_size_divisor).
+CANVAS_DIVISOR = 32
+
+
+@flax.struct.dataclass
+class Canvas:
+  """Where each image of a batch lives in its padded bucket.
+
+  A batch holds images of different sizes top-left in one bucket
+  [H, W]. mmdetection computes an image at batch 1 on its own canvas:
+  the resized image padded to a multiple of 32 with zeros after
+  normalisation. Every part zeroes its maps outside that canvas
+  (`mask`) before a spatial op reads them, so the bucket is invisible:
+  inside the canvas each map equals mmdetection's at batch 1.
+
+  hw [B, 2] int32, the canvas size in pixels (multiple of 32, <= bucket);
+  bucket (H, W) static.
+  """
+  hw: jnp.ndarray
+  bucket: tuple = flax.struct.field(pytree_node=False)
+
+  @classmethod
+  def of(cls, image_hw, bucket):
+    """image_hw [B, 2] resized, unpadded sizes; bucket static (H, W)."""
+    hw = jnp.asarray(image_hw, jnp.int32)
+    hw = -(-hw // CANVAS_DIVISOR) * CANVAS_DIVISOR
+    return cls(hw=jnp.minimum(hw, jnp.asarray(bucket, jnp.int32)),
+               bucket=tuple(int(b) for b in bucket))
+
+  def extent(self, map_hw):
+    """[B, 2] int32 rows and columns of a map of static size map_hw (the
+    bucket at stride bucket / map_hw) that lie on the canvas:
+    ceil(canvas / stride), mmdet's map size at batch 1."""
+    n = jnp.asarray(map_hw, jnp.int32)
+    b = jnp.asarray(self.bucket, jnp.int32)
+    return (self.hw * n + b - 1) // b
+
+  def inside(self, map_hw):
+    """[B, h, w, 1] bool: the cells of a map of size map_hw on the
+    canvas."""
+    ext = self.extent(map_hw)
+    ys = jnp.arange(map_hw[0])[None, :] < ext[:, 0:1]
+    xs = jnp.arange(map_hw[1])[None, :] < ext[:, 1:2]
+    return (ys[:, :, None] & xs[:, None, :])[..., None]
+
+  def mask(self, x):
+    """x [B, h, w, C] with zeros outside the canvas."""
+    return jnp.where(self.inside(x.shape[1:3]), x, jnp.zeros((), x.dtype))
+
+
+def mask_canvas(x, canvas):
+  """`canvas.mask(x)`, or x itself when canvas is None (a part used on a
+  bare array, e.g. in a layer test)."""
+  return x if canvas is None else canvas.mask(x)
+
+
 @flax.struct.dataclass
 class FeatureContext:
-  """Image-level features fused into every RoI feature (HTC, SCNet):
+  """What the RoI heads share between their stages: the batch's Canvas,
+  and image-level features fused into every RoI feature (HTC, SCNet):
   semantic [B, H / semantic_stride, W / semantic_stride, C] or None;
   global_context [B, C] or None."""
+  canvas: Optional[Canvas] = None
   semantic: Optional[jnp.ndarray] = None
   global_context: Optional[jnp.ndarray] = None
   semantic_stride: int = flax.struct.field(pytree_node=False, default=8)

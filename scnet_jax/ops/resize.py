@@ -3,6 +3,7 @@
 `jax.image.resize` uses half-pixel centres; SCNet's semantic fusion and
 feature relay use align_corners=True: src = dst * (in - 1) / (out - 1).
 """
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -22,17 +23,44 @@ def _interp_matrix(n_in, n_out):
   return m.astype(np.float32)
 
 
-def resize_bilinear_align_corners(x, out_hw):
+def _interp_matrices(n_in, n_out, size_in, size_out):
+  """[B, n_out, n_in] float32 align_corners=True weights per image, for a
+  map whose first size_in [B] cells are resized to its first size_out [B]
+  cells (rows past size_out are zero)."""
+  i = jnp.arange(n_out, dtype=jnp.float32)[None, :]
+  si = size_in.astype(jnp.float32)[:, None]
+  so = size_out.astype(jnp.float32)[:, None]
+  src = i * (si - 1.0) / jnp.maximum(so - 1.0, 1.0)
+  lo = jnp.clip(jnp.floor(src), 0.0, si - 1.0)
+  hi = jnp.minimum(lo + 1.0, si - 1.0)
+  frac = (src - lo) * (i < so)
+  m = (jax.nn.one_hot(lo.astype(jnp.int32), n_in) * (1.0 - frac)[..., None]
+       + jax.nn.one_hot(hi.astype(jnp.int32), n_in) * frac[..., None])
+  return m * (i < so)[..., None]
+
+
+def resize_bilinear_align_corners(x, out_hw, in_extent=None,
+                                  out_extent=None):
   """Resizes the two spatial axes of an NHWC array.
 
   Args:
     x: [..., H, W, C] float32 or bfloat16.
     out_hw: static (H_out, W_out).
+    in_extent, out_extent: optional [B, 2] int32 (x then [B, H, W, C]):
+      per image, only the first in_extent rows and columns of x are its
+      map, resized onto the first out_extent of the output (zero past
+      it), as PyTorch resizes each image of its own size (structures.
+      Canvas.extent gives both).
   Returns:
     [..., H_out, W_out, C] in x's dtype.
   """
   h, w = x.shape[-3], x.shape[-2]
   oh, ow = out_hw
+  if in_extent is not None:
+    my = _interp_matrices(h, oh, in_extent[:, 0], out_extent[:, 0])
+    mx = _interp_matrices(w, ow, in_extent[:, 1], out_extent[:, 1])
+    y = jnp.einsum("bph,bhwc->bpwc", my.astype(x.dtype), x)
+    return jnp.einsum("bqw,bpwc->bpqc", mx.astype(x.dtype), y)
   if (h, w) == (oh, ow):
     return x
   my = jnp.asarray(_interp_matrix(h, oh), x.dtype)

@@ -117,13 +117,51 @@ def test_bad_annotations_name_file_and_annotation(tmp_path, mutate, message):
   assert "ann.json" in str(e.value)
 
 
+def test_training_filters_equal_mmdetection(tmp_path):
+  """Which images train, and with which boxes: mmdetection 3.3's own
+  CocoDataset (filter_empty_gt, min_size 32) on the same file."""
+  from tests.mmdet_reference import mmdet_import
+  data = _handmade()
+  data["images"].append({"id": 4, "file_name": "d.png", "height": 50,
+                         "width": 50})
+  poly = [[1, 1, 6, 1, 6, 6]]
+  data["annotations"] += [
+      # image 2: only a crowd region; image 4: only a sub-pixel box.
+      {"id": 20, "image_id": 2, "category_id": 1, "iscrowd": 1,
+       "bbox": [0, 0, 30, 30], "area": 900, "segmentation": poly},
+      {"id": 21, "image_id": 4, "category_id": 1, "iscrowd": 0,
+       "bbox": [3, 3, 0.5, 10], "area": 5, "segmentation": poly},
+      # image 1: a box outside the image, one 1 px wide (kept).
+      {"id": 22, "image_id": 1, "category_id": 1, "iscrowd": 0,
+       "bbox": [90, 5, 10, 10], "area": 100, "segmentation": poly},
+      {"id": 23, "image_id": 1, "category_id": 7, "iscrowd": 0,
+       "bbox": [40, 40, 1, 8], "area": 8, "segmentation": poly}]
+  ann, d = _write(tmp_path, data, images=(
+      ("a.png", 60, 80), ("b.png", 40, 50), ("c.png", 30, 20),
+      ("d.png", 50, 50)))
+  ours = CocoSource(ann, d, train=True)
+  coco_dataset = mmdet_import("mmdet.datasets").CocoDataset
+  ref = coco_dataset(ann_file=ann, data_prefix=dict(img=d), pipeline=[],
+                     metainfo=dict(classes=("cat", "dog")),
+                     filter_cfg=dict(filter_empty_gt=True, min_size=32))
+  infos = [ref.get_data_info(i) for i in range(len(ref))]
+  assert [r["image_id"] for r in ours.records] == [i["img_id"] for i in
+                                                   infos] == [1, 2, 4]
+  for rec, info in zip(ours.records, infos):
+    kept = [x for x in info["instances"] if not x["ignore_flag"]]
+    np.testing.assert_allclose(rec["boxes"].reshape(-1, 4), np.reshape(
+        [x["bbox"] for x in kept], (-1, 4)))
+    np.testing.assert_array_equal(rec["labels"],
+                                  [x["bbox_label"] for x in kept])
+
+
 def test_degenerate_boxes_are_skipped_and_counted(tmp_path):
   data = _handmade()
   data["annotations"][0]["bbox"] = [5, 5, 0, 10]
   ann, d = _write(tmp_path, data)
   src = CocoSource(ann, d, train=False)
   assert 10 not in src.records[0]["ann_ids"]
-  assert src.warnings["skipped boxes with zero or negative size"] == 1
+  assert src.warnings["skipped boxes under one pixel"] == 1
 
 
 def test_file_errors(tmp_path):

@@ -1,6 +1,11 @@
 """ResNet / ResNeXt backbone (mmdet `ResNet`, style='pytorch') with frozen
 BatchNorm statistics (norm_eval=True) and frozen early stages.
 
+Every block zeroes its maps outside each image's canvas
+(structures.Canvas) after its first norm and at its output, the two places
+a 3x3 conv or pool reads next, so a padded bucket computes what
+mmdetection computes on the image's own canvas.
+
 Names follow torchvision (conv1, bn1, layer{L}_{b}/conv1 ...), so weights
 convert 1:1. BatchNorm always runs in inference mode: running statistics
 live in the `batch_stats` collection and are never updated; scale and bias
@@ -14,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from scnet_jax.models.layers import Conv
+from scnet_jax.models.structures import mask_canvas
 
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3),
                 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -37,16 +43,17 @@ class BasicBlock(nn.Module):
   expansion = 1
 
   @nn.compact
-  def __call__(self, x):
-    out = nn.relu(self.norm(name="bn1")(
-        _conv(self.planes, 3, self.stride, dtype=self.dtype, name="conv1")(x)))
+  def __call__(self, x, canvas=None):
+    out = nn.relu(mask_canvas(self.norm(name="bn1")(
+        _conv(self.planes, 3, self.stride, dtype=self.dtype, name="conv1")(x)),
+                              canvas))
     out = self.norm(name="bn2")(
         _conv(self.planes, 3, dtype=self.dtype, name="conv2")(out))
     if self.downsample:
       x = self.norm(name="downsample_bn")(_conv(
           self.planes, 1, self.stride, dtype=self.dtype,
           name="downsample_conv")(x))
-    return nn.relu(out + x)
+    return mask_canvas(nn.relu(out + x), canvas)
 
 
 class Bottleneck(nn.Module):
@@ -61,14 +68,14 @@ class Bottleneck(nn.Module):
   expansion = 4
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, canvas=None):
     if self.groups == 1:
       width = self.planes
     else:  # ResNeXt: mmdet's floor(planes * base_width / 64) * groups.
       width = (self.planes * self.base_width // self.base_channels) * \
           self.groups
-    out = nn.relu(self.norm(name="bn1")(
-        _conv(width, 1, dtype=self.dtype, name="conv1")(x)))
+    out = nn.relu(mask_canvas(self.norm(name="bn1")(
+        _conv(width, 1, dtype=self.dtype, name="conv1")(x)), canvas))
     out = nn.relu(self.norm(name="bn2")(_conv(
         width, 3, self.stride, self.groups, self.dtype, name="conv2")(out)))
     out = self.norm(name="bn3")(
@@ -77,13 +84,15 @@ class Bottleneck(nn.Module):
       x = self.norm(name="downsample_bn")(_conv(
           self.planes * 4, 1, self.stride, dtype=self.dtype,
           name="downsample_conv")(x))
-    return nn.relu(out + x)
+    return mask_canvas(nn.relu(out + x), canvas)
 
 
 class ResNet(nn.Module, kw_only=True):
   """Returns C2..C5.
 
-  Input: images [B, H, W, 3] (normalised), H and W multiples of 32.
+  Input: images [B, H, W, 3] (normalised, zero outside each image), H and
+    W multiples of 32; canvas: structures.Canvas of the batch, or None
+    (no masking: the whole map is the canvas).
   Output: list of 4 arrays [B, H/s, W/s, C_s] for s = 4, 8, 16, 32 with
     C_s = base_channels * (1, 2, 4, 8) * expansion.
   frozen_stages=k stops gradients into the stem and the first k stages
@@ -100,7 +109,7 @@ class ResNet(nn.Module, kw_only=True):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, canvas=None):
     if self.depth not in STAGE_BLOCKS:
       raise ValueError(f"ResNet depth must be one of {sorted(STAGE_BLOCKS)}, "
                        f"got {self.depth}")
@@ -118,8 +127,9 @@ class ResNet(nn.Module, kw_only=True):
         groups=self.groups, base_width=self.base_width,
         base_channels=self.base_channels)
     x = x.astype(self.dtype)
-    x = nn.relu(norm(name="bn1")(_conv(self.base_channels, 7, 2,
-                                       dtype=self.dtype, name="conv1")(x)))
+    x = nn.relu(mask_canvas(norm(name="bn1")(_conv(
+        self.base_channels, 7, 2, dtype=self.dtype, name="conv1")(x)),
+                            canvas))
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     if self.frozen_stages >= 0:
       x = jax.lax.stop_gradient(x)
@@ -133,7 +143,7 @@ class ResNet(nn.Module, kw_only=True):
         x = block_cls(planes=planes, stride=stride,
                       downsample=(b == 0 and (stride != 1 or in_ch != out_ch)),
                       norm=norm, dtype=self.dtype,
-                      name=f"layer{stage + 1}_{b}", **extra)(x)
+                      name=f"layer{stage + 1}_{b}", **extra)(x, canvas)
         in_ch = out_ch
       if stage + 1 <= self.frozen_stages:
         x = jax.lax.stop_gradient(x)

@@ -53,7 +53,8 @@ def rpn_loss(keys, logits, deltas, anchors, inside, gt_boxes, gt_valid, cfg,
 
 
 def proposals(level_logits, level_deltas, level_anchors, image_hw, pre_nms,
-              post_nms, nms_iou, delta_clamp="symmetric", min_size=0.0):
+              post_nms, nms_iou, delta_clamp="symmetric", min_size=0.0,
+              level_valid=None):
   """Per-level top-k, decode, clip, NMS within each level, top-k overall.
 
   Args:
@@ -66,20 +67,26 @@ def proposals(level_logits, level_deltas, level_anchors, image_hw, pre_nms,
     delta_clamp: see ops.decode_deltas.
     min_size: boxes narrower or lower than this are dropped before NMS
       (torchvision: 1e-3); 0 drops only empty boxes (mmdet >= 2.1x).
+    level_valid: list of [B, N_l] bool, the anchors on each image's canvas
+      (ops.valid_flags), or None (all): the others take part in nothing,
+      as if the map ended at the canvas.
   Returns:
     boxes [B, post_nms, 4] float32 (no gradient), valid [B, post_nms] bool,
     scores [B, post_nms] float32.
   """
-  boxes, scores, levels = [], [], []
-  for lvl, (lg, dl, an) in enumerate(zip(level_logits, level_deltas,
-                                         level_anchors)):
+  boxes, scores, levels, selected = [], [], [], []
+  if level_valid is None:
+    level_valid = [jnp.ones(lg.shape, bool) for lg in level_logits]
+  for lvl, (lg, dl, an, lv) in enumerate(zip(level_logits, level_deltas,
+                                             level_anchors, level_valid)):
     k = min(pre_nms, lg.shape[1])
-    top, idx = jax.lax.top_k(lg, k)
+    top, idx = jax.lax.top_k(jnp.where(lv, lg, -jnp.inf), k)
+    selected.append(jnp.take_along_axis(lv, idx, axis=1))
     d = jnp.take_along_axis(dl, idx[..., None], axis=1)
     a = jnp.asarray(an)[idx]
     boxes.append(ops.decode_deltas(a, d, image_hw=image_hw,
                                    clamp=delta_clamp))
-    scores.append(jax.nn.sigmoid(top))
+    scores.append(jax.nn.sigmoid(jnp.where(selected[-1], top, 0.0)))
     levels.append(jnp.full((k,), lvl, jnp.int32))
   boxes = jax.lax.stop_gradient(jnp.concatenate(boxes, axis=1))
   scores = jax.lax.stop_gradient(jnp.concatenate(scores, axis=1))
@@ -88,6 +95,7 @@ def proposals(level_logits, level_deltas, level_anchors, image_hw, pre_nms,
   h = boxes[..., 3] - boxes[..., 1]
   nondegenerate = (w >= min_size) & (h >= min_size) if min_size > 0 else \
       (w > 0) & (h > 0)
+  nondegenerate = nondegenerate & jnp.concatenate(selected, axis=1)
 
   def per_image(b, s, v):
     keep, num = ops.batched_nms(b, s, levels, nms_iou, post_nms, valid=v)

@@ -34,7 +34,7 @@ class RPNHead(nn.Module, kw_only=True):
   min_pos_iou: float = 0.3
   num_samples: int = 256
   pos_fraction: float = 0.5
-  loss_bbox_beta: float = 1.0 / 9.0
+  loss_bbox_beta: float = 1.0 / 9.0  # SmoothL1 beta; 0 = L1 (Mask R-CNN)
   train_pre_nms: int = 2000         # per level
   train_post_nms: int = 2000        # per image
   test_pre_nms: int = 1000
@@ -75,6 +75,11 @@ class RPNHead(nn.Module, kw_only=True):
                              self.anchor_ratios, self.round_anchors)
             for f, s in zip(feats, self.strides)]
 
+  def valid_flags(self, feats, image_hw):
+    """Per level [B, H_l * W_l * A] bool: anchors on each image's canvas."""
+    return [ops.valid_flags(f.shape[1:3], s, self.num_anchors, image_hw)
+            for f, s in zip(feats, self.strides)]
+
   def proposals(self, feats, image_hw, outputs=None, train=False,
                 anchors=None):
     """Proposals after per-level NMS, with the train or test caps.
@@ -89,7 +94,7 @@ class RPNHead(nn.Module, kw_only=True):
     boxes, valid, scores = rpn.proposals(
         [o[0] for o in outputs], [o[1] for o in outputs],
         anchors, image_hw, pre, post, self.nms_iou,
-        self.delta_clamp, self.min_box_size)
+        self.delta_clamp, self.min_box_size, self.valid_flags(feats, image_hw))
     return Proposals(boxes=boxes, valid=valid, scores=scores)
 
   def loss_and_proposals(self, feats, gt, image_hw, image_keys):
@@ -97,9 +102,7 @@ class RPNHead(nn.Module, kw_only=True):
     caps). gt: GroundTruth; image_keys: [B] per-image PRNG keys."""
     outputs = self(feats)
     anchors = self.anchors(feats)
-    flags = jnp.concatenate(
-        [ops.valid_flags(f.shape[1:3], s, self.num_anchors, image_hw)
-         for f, s in zip(feats, self.strides)], axis=1)
+    flags = jnp.concatenate(self.valid_flags(feats, image_hw), axis=1)
     all_anchors = np.concatenate(anchors)
     inside = ops.inside_flags(all_anchors, flags, image_hw,
                               self.allowed_border)

@@ -19,9 +19,10 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from scnet_jax import ops
 from scnet_jax.errors import ConfigError
 from scnet_jax.models import registry
-from scnet_jax.models.structures import (IMAGE_KEYS, GroundTruth,
+from scnet_jax.models.structures import (IMAGE_KEYS, Canvas, GroundTruth,
                                          image_keys)
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -84,12 +85,15 @@ class TwoStageDetector(nn.Module, kw_only=True):
                                   self.cfg.roi_heads)
     return IMAGE_KEYS + roi_cls.train_batch_keys(self.cfg.roi_heads)
 
-  def features(self, image):
-    """[B, H, W, 3] uint8 pixels -> the neck's levels [B, H_l, W_l, C]."""
-    mean = jnp.asarray(self.cfg.pixel_mean, jnp.float32)
-    std = jnp.asarray(self.cfg.pixel_std, jnp.float32)
-    x = (image.astype(jnp.float32) - mean) / std
-    return self.neck(self.backbone(x))
+  def features(self, image, image_hw):
+    """[B, H, W, 3] uint8 pixels, each image top-left, [B, 2] its resized
+    size -> the neck's levels [B, H_l, W_l, C], zero outside each image's
+    canvas (structures.Canvas): inside it, what the network computes on
+    that image alone padded to a multiple of 32."""
+    x = ops.normalize_and_pad(image, image_hw, self.cfg.pixel_mean,
+                              self.cfg.pixel_std)
+    canvas = Canvas.of(image_hw, image.shape[1:3])
+    return self.neck(self.backbone(x, canvas), canvas)
 
   def loss(self, batch):
     """Named float32 losses (weights applied); the total is their sum."""
@@ -97,7 +101,7 @@ class TwoStageDetector(nn.Module, kw_only=True):
     keys = image_keys(self.make_rng("sample"), index)
     gt = GroundTruth.from_batch(batch)
     image_hw = batch["image_hw"]
-    feats = self.features(batch["image"])
+    feats = self.features(batch["image"], image_hw)
     losses, proposals = self.rpn_head.loss_and_proposals(feats, gt,
                                                          image_hw, keys)
     losses.update(self.roi_heads.loss(feats, proposals, gt, image_hw, keys))
@@ -106,7 +110,7 @@ class TwoStageDetector(nn.Module, kw_only=True):
   def predict(self, batch):
     """Detections in resized-image pixels (structures.Detections)."""
     image_hw = batch["image_hw"]
-    feats = self.features(batch["image"])
+    feats = self.features(batch["image"], image_hw)
     rpn_out = self.rpn_head(feats)
     proposals = self.rpn_head.proposals(feats, image_hw, rpn_out)
     # Named intermediates for probing and parity tests:

@@ -21,7 +21,7 @@ from scnet_jax.errors import ConfigError
 from scnet_jax.models.losses import normalizer, softmax_ce
 from scnet_jax.models.roi_heads.semantic_head import SemanticHead
 from scnet_jax.models.roi_heads.standard import StandardRoIHeads
-from scnet_jax.models.structures import FeatureContext, SEMANTIC_KEY
+from scnet_jax.models.structures import SEMANTIC_KEY
 
 
 class CascadeRoIHeads(StandardRoIHeads, kw_only=True):
@@ -62,16 +62,17 @@ class CascadeRoIHeads(StandardRoIHeads, kw_only=True):
           conv_to_res=h.conv_to_res, fusion_level=h.fusion_level,
           channels=self.channels, dtype=self.dtype, name="semantic_head")
 
-  def context(self, feats, gt=None):
+  def context(self, feats, image_hw, gt=None):
+    ctx, losses = super().context(feats, image_hw, gt)
     if not self.semantic:
-      return FeatureContext(), {}
-    logits, embedding = self.semantic_branch(feats)
-    ctx = FeatureContext(
+      return ctx, losses
+    logits, embedding = self.semantic_branch(feats, ctx.canvas)
+    ctx = ctx.replace(
         semantic=embedding,
         semantic_stride=self.feature_strides[self.semantic_head.fusion_level])
-    if gt is None:
-      return ctx, {}
-    return ctx, {"loss_semantic_seg": self.semantic_loss(logits, gt.semantic)}
+    if gt is not None:
+      losses["loss_semantic_seg"] = self.semantic_loss(logits, gt.semantic)
+    return ctx, losses
 
   def semantic_loss(self, logits, gt):
     """CE over non-ignored pixels (mmdet 2.8, how SCNet was trained)."""

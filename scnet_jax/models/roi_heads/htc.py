@@ -9,8 +9,10 @@ branch, plus
   0..s-1, run on the same RoIs, through its 1x1 `conv_res`.
 
 At test every head runs in the chain on the detections and their
-probabilities are averaged (mmdet 1.x / 2.x, which produced the published
-numbers).
+probabilities are averaged (`test_mask_merge="all_stages"`, mmdet 1.x /
+2.x, which produced the published numbers), or only the last head's is
+kept (`"last_stage"`, what mmdet 3.3's `HybridTaskCascadeRoIHead` does:
+its `aug_masks.append` sits after the stage loop).
 """
 from scnet_jax.errors import ConfigError
 from scnet_jax.models.roi_heads.cascade import CascadeRoIHeads
@@ -21,10 +23,17 @@ class HTCRoIHeads(CascadeRoIHeads, kw_only=True):
   semantic: bool = True
   interleaved: bool = True
   mask_info_flow: bool = True
+  test_mask_merge: str = "all_stages"
+
+  MASK_MERGES = ("all_stages", "last_stage")
 
   @classmethod
   def check_config(cls, cfg):
     super().check_config(cfg)
+    if cfg.get("test_mask_merge", "all_stages") not in cls.MASK_MERGES:
+      raise ConfigError(
+          f"model.roi_heads.test_mask_merge: one of {list(cls.MASK_MERGES)}"
+          f", got {cfg.test_mask_merge!r}")
     n = len(cfg.stage_iou_thrs)
     if n < 2 and (cfg.interleaved or cfg.mask_info_flow):
       raise ConfigError(
@@ -53,8 +62,9 @@ class HTCRoIHeads(CascadeRoIHeads, kw_only=True):
 
   def predict_masks(self, feats, boxes, labels, ctx):
     x = self.roi_features(feats, boxes, self.mask_roi_size, ctx)
+    every = self.test_mask_merge == "all_stages"
     return self.mean_mask_probs(
-        self.mask_chain(x, self.num_stages - 1, every=True), labels)
+        self.mask_chain(x, self.num_stages - 1, every=every), labels)
 
   def mask_chain(self, x, last, every=False):
     """Mask heads 0..last on RoI features x [K, 14, 14, C], each fed the

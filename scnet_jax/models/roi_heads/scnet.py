@@ -77,11 +77,11 @@ class SCNetRoIHeads(CascadeRoIHeads, kw_only=True):
       self.glbctx_head = GlobalContextHead(num_classes=self.num_classes,
                                            dtype=self.dtype)
 
-  def context(self, feats, gt=None):
-    ctx, losses = super().context(feats, gt)
+  def context(self, feats, image_hw, gt=None):
+    ctx, losses = super().context(feats, image_hw, gt)
     if not self.global_context:
       return ctx, losses
-    logits, vector = self.glbctx_head(feats[-1])
+    logits, vector = self.glbctx_head(feats[-1], ctx.canvas)
     if gt is not None:
       present = jax.nn.one_hot(gt.labels, self.num_classes) * \
           gt.valid[..., None]

@@ -34,8 +34,8 @@ from scnet_jax.models.postprocessing import multiclass_nms
 from scnet_jax.models.roi_heads.bbox_head import BBoxHead
 from scnet_jax.models.roi_heads.mask_head import MaskHead
 from scnet_jax.models.roi_heads.sampling import label_and_sample_proposals
-from scnet_jax.models.structures import (INSTANCE_KEYS, FeatureContext,
-                                         Samples, keys_for)
+from scnet_jax.models.structures import (INSTANCE_KEYS, Canvas,
+                                         FeatureContext, Samples, keys_for)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +76,7 @@ class StandardRoIHeads(nn.Module, kw_only=True):
   class_agnostic: bool = False
   num_shared_fcs: int = 2
   fc_dim: int = 1024
-  loss_bbox_beta: float = 1.0
+  loss_bbox_beta: float = 1.0   # SmoothL1 beta; 0 = L1 (Mask R-CNN)
   # RoIAlign over the pyramid.
   roi_size: int = 7
   mask_roi_size: int = 14
@@ -158,7 +158,7 @@ class StandardRoIHeads(nn.Module, kw_only=True):
     feats: the neck's levels [B, H_l, W_l, C]; proposals: Proposals;
     gt: GroundTruth; image_hw: [B, 2]; image_keys: [B] PRNG keys.
     """
-    ctx, losses = self.context(feats, gt)
+    ctx, losses = self.context(feats, image_hw, gt)
     stages = self.train_box_stages(feats, proposals, gt, image_hw,
                                    image_keys, ctx, losses)
     losses.update(self.mask_losses(feats, stages, gt, image_hw, image_keys,
@@ -167,17 +167,19 @@ class StandardRoIHeads(nn.Module, kw_only=True):
 
   def predict(self, feats, proposals, image_hw):
     """Detections with [B, D, mask_size, mask_size] box-relative masks."""
-    ctx, _ = self.context(feats)
+    ctx, _ = self.context(feats, image_hw)
     boxes, scores = self.predict_boxes(feats, proposals.boxes, image_hw, ctx)
     dets = self.detect(boxes, scores, proposals.valid)
     return dets.replace(masks=self.predict_masks(feats, dets.boxes,
                                                  dets.labels, ctx))
 
   # ------------------------------------------------------ family hooks
-  def context(self, feats, gt=None):
-    """(FeatureContext, its losses when gt is given)."""
-    del feats, gt
-    return FeatureContext(), {}
+  def context(self, feats, image_hw, gt=None):
+    """(FeatureContext, its losses when gt is given). Here: the batch's
+    Canvas (the bucket is the first level's size times its stride)."""
+    del gt
+    bucket = [n * self.feature_strides[0] for n in feats[0].shape[1:3]]
+    return FeatureContext(canvas=Canvas.of(image_hw, bucket)), {}
 
   def train_box_stages(self, feats, proposals, gt, image_hw, image_keys,
                        ctx, losses):
