@@ -24,6 +24,7 @@ def get_config():
                      level_mapper="torchvision", loss_bbox_beta=1.0 / 9.0)
   # 1000 proposals x 90 classes: consider all of them before the NMS.
   m.test.update(score_thr=0.05, nms_iou=0.5, max_per_img=100,
-                pre_nms_topk=90000, min_box_size=1e-2)
+                pre_nms_topk=90000, min_box_size=1e-2,
+                mask_paste="torchvision")
   c.data.train.seg_dir = ""
   return c

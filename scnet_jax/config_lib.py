@@ -66,7 +66,9 @@ def _semantic_head(conv_to_res=False):
 def _test(score_thr):
   return ml_collections.ConfigDict(dict(
       score_thr=score_thr, nms_iou=0.5, max_per_img=100, pre_nms_topk=10000,
-      mask_thr=0.5, min_box_size=0.0))
+      mask_thr=0.5, min_box_size=0.0,
+      # How box-relative masks enter the image: ops.paste.PASTE_RULES.
+      mask_paste="mmdet"))
 
 
 def _common_model():

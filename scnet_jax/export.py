@@ -59,7 +59,8 @@ def export_predictor(config, variables, out_dir, batch_size=1,
           "class_names": list(class_names or []),
           "score_thr": config.model.test.score_thr,
           "mask_thr": config.model.test.mask_thr,
-          "mask_kind": layout.mask_kind, "mask_stride": layout.mask_stride}
+          "mask_kind": layout.mask_kind, "mask_stride": layout.mask_stride,
+          "mask_paste": layout.mask_paste}
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "predict.jax"), "wb") as f:
     f.write(exported.serialize())

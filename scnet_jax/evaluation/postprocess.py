@@ -3,7 +3,8 @@
 Boxes go back to the original image (divided by the resize factors, as
 mmdet's rescale does); masks are brought into the original image as their
 kind says (structures.Detections: box-relative masks are pasted with
-`ops.paste_masks`, mmdet's `_do_paste_mask`; image-level masks are
+`ops.paste_masks` by the detections' rule, mmdet's `_do_paste_mask` or
+torchvision's `paste_masks_in_image`; image-level masks are
 resized with `ops.paste_image_masks`), thresholded and RLE-encoded.
 """
 import numpy as np
@@ -15,11 +16,13 @@ from scnet_jax.ops.paste import paste_image_masks, paste_masks
 
 def image_detections(dets, i):
   """Image i of a host batch of Detections as a dict of its arrays (all D
-  rows; num_detections a scalar) plus mask_kind and mask_stride."""
+  rows; num_detections a scalar) plus mask_kind, mask_stride and
+  mask_paste."""
   return {"boxes": dets.boxes[i], "scores": dets.scores[i],
           "labels": dets.labels[i], "masks": dets.masks[i],
           "num_detections": dets.num_detections[i],
-          "mask_kind": dets.mask_kind, "mask_stride": dets.mask_stride}
+          "mask_kind": dets.mask_kind, "mask_stride": dets.mask_stride,
+          "mask_paste": dets.mask_paste}
 
 
 def masks_in_image(det, rows, boxes, scale, image_hw, mask_thr):
@@ -29,7 +32,8 @@ def masks_in_image(det, rows, boxes, scale, image_hw, mask_thr):
   kind = det.get("mask_kind", BOX_MASKS)
   masks = det["masks"][rows]
   if kind == BOX_MASKS:
-    return paste_masks(masks, boxes, image_hw, mask_thr)
+    return paste_masks(masks, boxes, image_hw, mask_thr,
+                       det.get("mask_paste", "mmdet"))
   if kind == IMAGE_MASKS:
     h, w = image_hw
     resized = (int(round(h * scale[1])), int(round(w * scale[0])))

@@ -146,7 +146,8 @@ class TTAPredictor:
       probs.append(m[:, :, ::-1] if view.flip else m)
     return {"boxes": dets.boxes[0], "scores": dets.scores[0],
             "labels": dets.labels[0], "masks": np.mean(probs, axis=0),
-            "num_detections": dets.num_detections[0]}
+            "num_detections": dets.num_detections[0],
+            "mask_paste": self.config.model.test.mask_paste}
 
 
 def evaluate_tta(config, variables, *, ann_file, image_dir, output_dir,

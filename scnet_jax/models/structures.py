@@ -129,7 +129,9 @@ class Detections:
   `mask_kind` says: BOX_MASKS, [B, D, M, M] over the box (pasted into the
   image by ops.paste_masks), or IMAGE_MASKS, [B, D, H / mask_stride,
   W / mask_stride] over the padded canvas (cropped to the image and
-  resized by evaluation.postprocess).
+  resized by evaluation.postprocess). mask_paste: the rule that brings
+  box-relative masks into the image (ops.paste.PASTE_RULES; the model's
+  test.mask_paste).
   """
   boxes: jnp.ndarray
   scores: jnp.ndarray
@@ -138,6 +140,7 @@ class Detections:
   masks: Optional[jnp.ndarray] = None
   mask_kind: str = flax.struct.field(pytree_node=False, default=BOX_MASKS)
   mask_stride: int = flax.struct.field(pytree_node=False, default=1)
+  mask_paste: str = flax.struct.field(pytree_node=False, default="mmdet")
 
 
 # mmdet pads every image to a multiple of this (pad_size_divisor).

@@ -26,6 +26,54 @@ def _grid_sample_paste(masks, boxes, h, w):
                        align_corners=False)[:, 0].numpy()
 
 
+def _smooth_masks(n, seed):
+  """[n, 28, 28] blob-like probabilities (a real mask head's are smooth)."""
+  rng = np.random.default_rng(seed)
+  yy, xx = np.mgrid[0:28, 0:28] / 27.0
+  c = rng.uniform(0.3, 0.7, size=(n, 2, 1, 1))
+  r = rng.uniform(0.15, 0.35, size=(n, 1, 1))
+  d = np.sqrt((yy - c[:, 0]) ** 2 + (xx - c[:, 1]) ** 2)
+  return (1 / (1 + np.exp((d - r) * 25))).astype(np.float32)
+
+
+def _iou(a, b):
+  inter = np.logical_and(a, b).sum(axis=(1, 2))
+  union = np.logical_or(a, b).sum(axis=(1, 2))
+  return inter / np.maximum(union, 1)
+
+
+PASTE_BOXES = np.array([[10.3, 5.2, 60.7, 40.1], [0, 0, 100, 80],
+                        [-10, -5, 30, 20], [70, 50, 130, 95],
+                        [33.6, 12.4, 47.9, 70.2], [5.5, 60.2, 98.1, 79.9]],
+                       np.float32)
+
+
+def test_paste_rules_equal_their_libraries():
+  """Each rule against its library's own function on the same boxes and
+  28x28 masks: mmdet 3.3's _do_paste_mask and torchvision's
+  paste_masks_in_image."""
+  from tests.mmdet_reference import mmdet_import
+  from torchvision.models.detection.roi_heads import paste_masks_in_image
+  fcn = mmdet_import("mmdet.models.roi_heads.mask_heads.fcn_mask_head")
+  masks = _smooth_masks(len(PASTE_BOXES), 1)
+  h, w = 80, 100
+  ref_mm, _ = fcn._do_paste_mask(torch.tensor(masks)[:, None],
+                                 torch.tensor(PASTE_BOXES), h, w,
+                                 skip_empty=False)
+  ref_tv = paste_masks_in_image(torch.tensor(masks)[:, None],
+                                torch.tensor(PASTE_BOXES), (h, w))[:, 0]
+  for rule, ref, above in (("mmdet", ref_mm.numpy(), np.greater_equal),
+                           ("torchvision", ref_tv.numpy(), np.greater)):
+    probs = ops.paste_masks(masks, PASTE_BOXES, (h, w), None, rule)
+    np.testing.assert_allclose(probs, ref, atol=1e-5, err_msg=rule)
+    binary = ops.paste_masks(masks, PASTE_BOXES, (h, w), 0.5, rule)
+    assert np.all(_iou(binary, above(ref, 0.5)) > 0.99), rule
+  # The two rules are different functions: a test of one cannot pass
+  # with the other.
+  assert np.min(_iou(ops.paste_masks(masks, PASTE_BOXES, (h, w)),
+                     ref_tv.numpy() > 0.5)) < 0.99
+
+
 def test_paste_matches_grid_sample():
   rng = np.random.default_rng(0)
   masks = rng.uniform(size=(6, 28, 28)).astype(np.float32)

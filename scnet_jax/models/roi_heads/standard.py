@@ -171,7 +171,8 @@ class StandardRoIHeads(nn.Module, kw_only=True):
     boxes, scores = self.predict_boxes(feats, proposals.boxes, image_hw, ctx)
     dets = self.detect(boxes, scores, proposals.valid)
     return dets.replace(masks=self.predict_masks(feats, dets.boxes,
-                                                 dets.labels, ctx))
+                                                 dets.labels, ctx),
+                        mask_paste=self.test.mask_paste)
 
   # ------------------------------------------------------ family hooks
   def context(self, feats, image_hw, gt=None):
