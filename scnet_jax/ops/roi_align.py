@@ -108,7 +108,8 @@ def _sample_taps(rois, scale, height, width, output_size, sampling_ratio,
 
 
 def _roi_align_flat(flat, rois, scale, height, width, offset, output_size,
-                    sampling_ratio, aligned, max_grid, roi_grad=False):
+                    sampling_ratio, aligned, max_grid, roi_grad=False,
+                    extent=None):
   """Gather kernel over a flattened feature buffer.
 
   Args:
@@ -117,12 +118,16 @@ def _roi_align_flat(flat, rois, scale, height, width, offset, output_size,
     scale: [K] spatial scale of each RoI's level.
     height, width: [K] int32 size of each RoI's level.
     offset: [K] int32 start of each RoI's level in `flat`.
+    extent: ([K], [K]) int32 height and width the bilinear border rule
+      uses (the image's canvas on that level, <= height, width); None for
+      the whole level.
   Returns:
     [K, oh, ow, C] in flat's dtype.
   """
   oh, ow = output_size
   dt = _compute_dtype(flat.dtype)
-  iy, wy, ix, wx, cap = _sample_taps(rois, scale, height, width, output_size,
+  ext_h, ext_w = (height, width) if extent is None else extent
+  iy, wy, ix, wx, cap = _sample_taps(rois, scale, ext_h, ext_w, output_size,
                                      sampling_ratio, aligned, max_grid,
                                      roi_grad, dt)
   k = rois.shape[0]
@@ -151,18 +156,20 @@ def _roi_align_flat(flat, rois, scale, height, width, offset, output_size,
   return out.astype(flat.dtype)
 
 
-def _roi_align_dense(features, rois, spatial_scale, output_size,
+def _roi_align_dense(features, rois, extent, spatial_scale, output_size,
                      sampling_ratio, aligned, max_grid, roi_grad=False):
   """Separable dense kernel: out = Ay @ F @ Ax^T per RoI, with Ay [K, oh, H]
   and Ax [K, ow, W] the averaged bilinear taps. Two matmuls forward and
-  backward, cheaper than gather + scatter-add on small maps."""
+  backward, cheaper than gather + scatter-add on small maps. extent: [2]
+  int32 height and width of the border rule (<= the map's)."""
   h, w, _ = features.shape
   k = rois.shape[0]
-  const = lambda v: jnp.full((k,), v, jnp.int32)
+  const = lambda v: jnp.broadcast_to(v, (k,)).astype(jnp.int32)
   dt = _compute_dtype(features.dtype)
   iy, wy, ix, wx, _ = _sample_taps(
-      rois, jnp.full((k,), spatial_scale, dt), const(h), const(w),
-      output_size, sampling_ratio, aligned, max_grid, roi_grad, dt)
+      rois, jnp.full((k,), spatial_scale, dt), const(extent[0]),
+      const(extent[1]), output_size, sampling_ratio, aligned, max_grid,
+      roi_grad, dt)
   dense = lambda idx, wgt, n: jnp.einsum(
       "kigt,kigtn->kin", wgt, jax.nn.one_hot(idx, n, dtype=dt))
   ay = dense(iy, wy, h).astype(features.dtype)
@@ -173,7 +180,7 @@ def _roi_align_dense(features, rois, spatial_scale, output_size,
 
 def roi_align(features, rois, output_size, spatial_scale, sampling_ratio,
               aligned=True, max_grid=DEFAULT_MAX_GRID, method="auto",
-              roi_grad=False):
+              roi_grad=False, canvas_hw=None):
   """RoIAlign on one image or a batch.
 
   Args:
@@ -189,6 +196,12 @@ def roi_align(features, rois, output_size, spatial_scale, sampling_ratio,
       the stride-8 semantic feature), or "auto" (by a static cost model).
     roi_grad: differentiate the output in `rois` too (default: the boxes
       are constants, as in torchvision and mmcv).
+    canvas_hw: [B, 2] (or [2] unbatched) int32 height and width in image
+      pixels of each image's own canvas, at the top-left of the padded
+      map; the border rule (samples past the edge read 0, samples in the
+      last pixel clamp to it) then uses ceil(canvas * spatial_scale)
+      instead of the map's size, so a padded bucket gives what the image
+      gives alone. None: the whole map.
   Returns:
     [K, oh, ow, C] or [B, K, oh, ow, C] in the features' dtype; bins
     outside the map are 0.
@@ -196,7 +209,7 @@ def roi_align(features, rois, output_size, spatial_scale, sampling_ratio,
   return _align("roi_align", [features], rois,
                 lambda r: jnp.zeros(r.shape[:2], jnp.int32), [spatial_scale],
                 output_size, sampling_ratio, aligned, max_grid, method,
-                roi_grad)
+                roi_grad, canvas_hw)
 
 
 def map_roi_levels(rois, num_levels, finest_scale=56, mapper="mmdet"):
@@ -236,7 +249,7 @@ def _gather_cost(output_size, sampling_ratio, max_grid):
 def multilevel_roi_align(features, rois, output_size, strides,
                          sampling_ratio, aligned=True, finest_scale=56,
                          max_grid=DEFAULT_MAX_GRID, mapper="mmdet",
-                         method="auto", roi_grad=False):
+                         method="auto", roi_grad=False, canvas_hw=None):
   """RoIAlign over FPN levels with level mapping, one image or a batch.
 
   Args:
@@ -245,8 +258,9 @@ def multilevel_roi_align(features, rois, output_size, strides,
     rois: [K, 4] (or [B, K, 4]) boxes in image pixels.
     output_size: int or (oh, ow).
     strides: L ints, the stride of each level (spatial scale 1 / stride).
-    sampling_ratio, aligned, max_grid, roi_grad: as in `roi_align` (the
-      level assignment is never differentiated).
+    sampling_ratio, aligned, max_grid, roi_grad, canvas_hw: as in
+      `roi_align` (the level assignment is never differentiated; the
+      canvas on level l is ceil(canvas_hw / strides[l])).
     finest_scale: 56 in mmdet (224 / 2^2 in torchvision's terms).
     mapper: "mmdet" or "torchvision" epsilon placement.
     method: "gather" (one gather over all levels and images), "dense"
@@ -262,11 +276,11 @@ def multilevel_roi_align(features, rois, output_size, strides,
                 lambda r: map_roi_levels(r, len(features), finest_scale,
                                          mapper),
                 [1.0 / s for s in strides], output_size, sampling_ratio,
-                aligned, max_grid, method, roi_grad)
+                aligned, max_grid, method, roi_grad, canvas_hw)
 
 
 def _align(name, features, rois, level_of, scales, output_size,
-           sampling_ratio, aligned, max_grid, method, roi_grad):
+           sampling_ratio, aligned, max_grid, method, roi_grad, canvas_hw):
   """Shared body of `roi_align` and `multilevel_roi_align`.
 
   Args:
@@ -274,10 +288,14 @@ def _align(name, features, rois, level_of, scales, output_size,
       [B, K, 4].
     level_of: [B, K, 4] rois -> [B, K] int32 level of each RoI.
     scales: L floats, spatial scale of each level.
+    canvas_hw: [B, 2] (or [2]) int32 image pixels, or None.
   """
   batched = _check_batch(name, features, rois)
   if not batched:
     features, rois = [f[None] for f in features], rois[None]
+    if canvas_hw is not None:
+      canvas_hw = jnp.asarray(canvas_hw)[None]
+  extents = _level_extents(name, features, scales, canvas_hw)
   output_size = check_positive_size(f"{name} output_size", output_size)
   if sampling_ratio < 0:
     raise ValueError(f"roi_align sampling_ratio must be >= 0, got "
@@ -288,19 +306,36 @@ def _align(name, features, rois, level_of, scales, output_size,
   if method == "dense":
     out = 0
     for i, (f, scale) in enumerate(zip(features, scales)):
-      part = jax.vmap(lambda fi, r, scale=scale: _roi_align_dense(
-          fi, r, scale, output_size, sampling_ratio, aligned,
-          max_grid, roi_grad))(f, rois)
+      part = jax.vmap(lambda fi, r, e, scale=scale: _roi_align_dense(
+          fi, r, e, scale, output_size, sampling_ratio, aligned,
+          max_grid, roi_grad))(f, rois, extents[:, i])
       out = part if len(features) == 1 else out + jnp.where(
           (lvl == i)[..., None, None, None], part, 0)
     out = out.astype(features[0].dtype)
   else:
-    out = _roi_align_levels(features, rois, lvl, scales, output_size,
-                            sampling_ratio, aligned, max_grid, roi_grad)
+    out = _roi_align_levels(features, rois, lvl, extents, scales,
+                            output_size, sampling_ratio, aligned, max_grid,
+                            roi_grad)
   return out if batched else out[0]
 
 
-def _roi_align_levels(features, rois, lvl, scales, output_size,
+def _level_extents(name, features, scales, canvas_hw):
+  """[B, L, 2] int32 border-rule height and width of each image on each
+  level: the map's, or the image's canvas on it."""
+  bsz = features[0].shape[0]
+  sizes = jnp.asarray([f.shape[1:3] for f in features], jnp.int32)
+  if canvas_hw is None:
+    return jnp.broadcast_to(sizes, (bsz, *sizes.shape))
+  canvas_hw = jnp.asarray(canvas_hw)
+  if canvas_hw.shape != (bsz, 2):
+    raise ValueError(f"{name} canvas_hw: expected shape ({bsz}, 2), got "
+                     f"{tuple(canvas_hw.shape)}")
+  scale = jnp.asarray(scales, jnp.float32)[None, :, None]
+  ext = jnp.ceil(canvas_hw.astype(jnp.float32)[:, None, :] * scale)
+  return jnp.clip(ext.astype(jnp.int32), 0, sizes[None])
+
+
+def _roi_align_levels(features, rois, lvl, extents, scales, output_size,
                       sampling_ratio, aligned, max_grid, roi_grad):
   """One gather over every level of every image.
 
@@ -311,6 +346,7 @@ def _roi_align_levels(features, rois, lvl, scales, output_size,
   Args:
     features: L arrays [B, H_l, W_l, C].
     rois: [B, K, 4]; lvl: [B, K] int32 level of each RoI.
+    extents: [B, L, 2] int32 border-rule size of each image on each level.
     scales: L floats, spatial scale of each level.
   Returns:
     [B, K, oh, ow, C].
@@ -328,10 +364,12 @@ def _roi_align_levels(features, rois, lvl, scales, output_size,
   image = jnp.arange(bsz, dtype=jnp.int32)[:, None]
   offset = pick(starts, jnp.int32) + image * height * width
   flatten = lambda x: x.reshape(bsz * k, *x.shape[2:])
+  ext = jnp.take_along_axis(extents, lvl[..., None], axis=1)
   out = _roi_align_flat(
       flat, flatten(rois), flatten(pick(scales, jnp.float32)),
       flatten(height), flatten(width), flatten(offset), output_size,
-      sampling_ratio, aligned, max_grid, roi_grad)
+      sampling_ratio, aligned, max_grid, roi_grad,
+      (flatten(ext[..., 0]), flatten(ext[..., 1])))
   return out.reshape(bsz, k, *out.shape[1:])
 
 

@@ -251,3 +251,58 @@ def test_multilevel_roi_grad_matches_finite_differences():
       fd[i] = (float(loss(r64 + d)) - float(loss(r64 - d))) / (2 * eps)
   assert np.abs(fd).max() > 0.1
   np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["gather", "dense"])
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+def test_canvas_hw_matches_the_image_alone(method, sampling_ratio):
+  # Each image's features sit at the top-left of a larger zero-padded map;
+  # with canvas_hw the result equals torchvision on the image's own map.
+  rng = np.random.default_rng(15)
+  strides = (4, 8)
+  canvases = [(40, 48), (24, 64)]
+  bucket = (64, 80)
+  small, padded = [], [np.zeros((2, bucket[0] // s, bucket[1] // s, 3),
+                                np.float32) for s in strides]
+  for b, (ch, cw) in enumerate(canvases):
+    lv = [rng.normal(size=(ch // s, cw // s, 3)).astype(np.float32)
+          for s in strides]
+    small.append(lv)
+    for l, f in enumerate(lv):
+      padded[l][b, :f.shape[0], :f.shape[1]] = f + 1.0
+      small[b][l] = f + 1.0
+  rois = []
+  for ch, cw in canvases:
+    # Boxes over the bottom/right canvas border, as proposals clipped to
+    # the image still reach it (aligned samples up to the last pixel).
+    x1 = rng.uniform(0, cw - 8, 12)
+    y1 = rng.uniform(0, ch - 8, 12)
+    rois.append(np.stack([x1, y1, np.full(12, cw + 0.0),
+                          rng.uniform(y1 + 4, ch + 3)], 1))
+  rois = np.stack(rois).astype(np.float32)
+  canvas_hw = np.array(canvases, np.int32)
+  call = lambda c: jax.jit(lambda fs, r: ops.multilevel_roi_align(
+      fs, r, 7, strides, sampling_ratio, finest_scale=12, method=method,
+      canvas_hw=c))(padded, rois)
+  out, plain = np.asarray(call(canvas_hw)), np.asarray(call(None))
+  lvl = np.asarray(ops.map_roi_levels(jnp.asarray(rois), 2, 12))
+  assert set(lvl.ravel()) == {0, 1}
+  for b in range(2):
+    for l, s in enumerate(strides):
+      ref = _torch_ref(small[b][l], rois[b], 7, 1.0 / s, sampling_ratio,
+                       True)
+      np.testing.assert_allclose(out[b][lvl[b] == l], ref[lvl[b] == l],
+                                 atol=1e-4)
+  assert np.abs(out - plain).max() > 0.1  # the bucket's border differs
+  # Unbatched roi_align, image 1 on the stride-8 level.
+  single = ops.roi_align(padded[1][1], rois[1], 7, 0.125, sampling_ratio,
+                         method=method, canvas_hw=canvas_hw[1])
+  np.testing.assert_allclose(
+      np.asarray(single), _torch_ref(small[1][1], rois[1], 7, 0.125,
+                                     sampling_ratio, True), atol=1e-4)
+
+
+def test_canvas_hw_bad_shape():
+  with pytest.raises(ValueError, match="canvas_hw"):
+    ops.roi_align(np.zeros((2, 8, 8, 1), np.float32), np.zeros((2, 3, 4)),
+                  7, 1.0, 2, canvas_hw=np.zeros((3, 2), np.int32))
