@@ -1,13 +1,17 @@
 """Converted torchvision weights compute what torchvision computes, on real
 photographs (scikit-image's samples): ResNet-50 C2..C5, and the whole
-maskrcnn_resnet50_fpn (FPN, proposals, detections, mask probabilities)."""
+maskrcnn_resnet50_fpn (FPN, proposals, detections, mask probabilities,
+pasted masks), on an image that fills its canvas and on one padded into
+the default 800 x 1344 bucket."""
 import jax
 import numpy as np
 import pytest
 import skimage.data
 import torch
 import torchvision
+from PIL import Image
 
+from scnet_jax import ops
 from scnet_jax.convert.core import convert_state_dict
 from scnet_jax.models import build_model
 from scnet_jax.models.backbones.resnet import ResNet
@@ -62,46 +66,64 @@ def test_resnet50_features_match_torchvision():
     assert _rel(np.asarray(ours_c), ref) < 1e-4
 
 
-@pytest.fixture(scope="module")
-def maskrcnn_pair():
-  image = skimage.data.astronaut()  # 512 x 512: no resize at 512..512
+def _photo(case):
+  """(image, torchvision's min_size / max_size leaving it unresized, our
+  bucket or None for the config's default)."""
+  if case == "fills_canvas":
+    return skimage.data.astronaut(), (512, 512), (512, 512)  # 512 x 512
+  # 800 x 1200: torchvision pads it to 800 x 1216, we into 800 x 1344.
+  coffee = Image.fromarray(skimage.data.coffee()).resize((1200, 800),
+                                                          Image.BILINEAR)
+  return np.asarray(coffee), (800, 1333), None
+
+
+@pytest.fixture(scope="module", params=["fills_canvas", "padded"])
+def maskrcnn_pair(request):
+  image, (min_size, max_size), bucket = _photo(request.param)
+  h, w = image.shape[:2]
   torch.manual_seed(0)  # independent of what ran before
   tv = torchvision.models.detection.maskrcnn_resnet50_fpn(
-      weights=None, weights_backbone=None, min_size=512, max_size=512,
-      box_score_thresh=SCORE_THR).eval()
+      weights=None, weights_backbone=None, min_size=min_size,
+      max_size=max_size, box_score_thresh=SCORE_THR).eval()
   config = load_config("configs/mask_rcnn_r50_fpn_torchvision.py")
-  config.data.buckets = ((512, 512),)
+  if bucket:
+    config.data.buckets = (bucket,)
   config.model.test.score_thr = SCORE_THR
   model = build_model(config)
   params, stats = init_variables(model, config, 0)
   variables, _ = convert_state_dict(_np_state_dict(tv), "torchvision",
                                     {"params": params, "batch_stats": stats})
-  batch = {"image": image[None], "image_hw": np.array([[512, 512]],
-                                                      np.int32)}
+  bh, bw = config.data.buckets[0]
+  canvas = np.zeros((1, bh, bw, 3), np.uint8)
+  canvas[0, :h, :w] = image
+  batch = {"image": canvas, "image_hw": np.array([[h, w]], np.int32)}
   out, inter = jax.jit(lambda v, b: model.apply(
       v, b, method=model.predict, mutable=["intermediates"]))(variables,
                                                               batch)
   with torch.no_grad():
     t = torch.tensor(image).permute(2, 0, 1).float() / 255.0
     images, _ = tv.transform([t])
-    assert images.tensors.shape[-2:] == (512, 512)
+    assert images.image_sizes[0] == (h, w)  # not resized
     feats = tv.backbone(images.tensors)
     proposals, _ = tv.rpn(images, feats)
     dets, _ = tv.roi_heads(feats, proposals, images.image_sizes)
-  return out, inter["intermediates"], feats, proposals, dets[0]
+    pasted = tv.transform.postprocess([dict(d) for d in dets],
+                                      images.image_sizes, [(h, w)])
+  return (out, inter["intermediates"], feats, proposals, dets[0],
+          pasted[0]["masks"][:, 0].numpy(), config)
 
 
 def test_fpn_features_match(maskrcnn_pair):
-  _, inter, feats, _, _ = maskrcnn_pair
+  _, inter, feats, _, _, _, _ = maskrcnn_pair
   ours = inter["fpn"][0]
   for o, key in zip(ours, ["0", "1", "2", "3", "pool"]):
     ref = feats[key].permute(0, 2, 3, 1).numpy()
-    assert o.shape == ref.shape
-    assert _rel(np.asarray(o), ref) < 1e-3, key
+    h, w = ref.shape[1:3]  # torchvision's canvas, inside our bucket
+    assert _rel(np.asarray(o)[:, :h, :w], ref) < 1e-3, key
 
 
 def test_proposals_match(maskrcnn_pair):
-  _, inter, _, proposals, _ = maskrcnn_pair
+  _, inter, _, proposals, _, _, _ = maskrcnn_pair
   boxes, valid = (np.asarray(x[0]) for x in inter["proposals"][0])
   ref = proposals[0].numpy()
   ours = boxes[valid]
@@ -114,7 +136,7 @@ def test_proposals_match(maskrcnn_pair):
 
 
 def test_detections_and_masks_match(maskrcnn_pair):
-  out, _, _, _, det = maskrcnn_pair
+  out, _, _, _, det, ref_pasted, config = maskrcnn_pair
   n = int(out.num_detections[0])
   assert 5 <= n < 100
   # Leave out scores within 1e-3 of the threshold: a 1e-5 difference may
@@ -141,3 +163,11 @@ def test_detections_and_masks_match(maskrcnn_pair):
   assert ref_masks.shape[-1] == 28 and np.ptp(ref_masks) > 0.01
   ours_masks = np.asarray(out.masks[0, :n])[ours_sel]
   np.testing.assert_allclose(ours_masks[match], ref_masks, atol=1e-3)
+  # Pasted into the image with the config's rule (torchvision's).
+  assert out.mask_paste == config.model.test.mask_paste == "torchvision"
+  pasted = ops.paste_masks(ours_masks[match], boxes[match],
+                           ref_pasted.shape[1:], 0.5, out.mask_paste)
+  ref_bin = ref_pasted[ref_sel] > 0.5
+  inter_px = np.logical_and(pasted, ref_bin).sum(axis=(1, 2))
+  union = np.logical_or(pasted, ref_bin).sum(axis=(1, 2))
+  assert np.all(inter_px / np.maximum(union, 1) > 0.95)

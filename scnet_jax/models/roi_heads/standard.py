@@ -235,14 +235,17 @@ class StandardRoIHeads(nn.Module, kw_only=True):
     down to size) and global vector, each added when present ->
     [B * K, size, size, C]."""
     strides = tuple(self.feature_strides[:self.num_roi_levels])
+    # Bilinear taps at the canvas border clamp there, as on the canvas.
+    canvas_hw = None if ctx.canvas is None else ctx.canvas.hw
     x = ops.multilevel_roi_align(
         feats[:self.num_roi_levels], rois, size, strides,
         self.sampling_ratio, self.aligned, self.finest_scale,
-        self.max_sampling_grid, self.level_mapper)
+        self.max_sampling_grid, self.level_mapper, canvas_hw=canvas_hw)
     if ctx.semantic is not None:
       s = ops.roi_align(ctx.semantic, rois, self.mask_roi_size,
                         1.0 / ctx.semantic_stride, self.sampling_ratio,
-                        self.aligned, self.max_sampling_grid)
+                        self.aligned, self.max_sampling_grid,
+                        canvas_hw=canvas_hw)
       if size != self.mask_roi_size:  # adaptive_avg_pool2d 14 -> 7
         f = self.mask_roi_size // size
         s = s.reshape(*s.shape[:2], size, f, size, f, -1).mean(axis=(3, 5))
