@@ -42,8 +42,7 @@ def _roi_heads(type_name, **overrides):
       loss_bbox_beta=1.0,
       roi_size=7, mask_roi_size=14, num_roi_levels=4, finest_scale=56,
       level_mapper="mmdet", aligned=True,
-      # 0 = mmdet's adaptive rule, exact while ceil(roi / out) <= the cap.
-      sampling_ratio=0, max_sampling_grid=4,
+      sampling_ratio=0,  # mmdet's adaptive rule, exact
       mask_size=28, mask_num_convs=4, mask_conv_to_res=False,
       mask_target_sampling_ratio=2)), overrides)
 

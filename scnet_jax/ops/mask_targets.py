@@ -49,7 +49,7 @@ def crop_instance_mask(mask, box, crop_size):
 
 
 def mask_targets(crops, windows, rois, gt_index, output_size=28,
-                 sampling_ratio=2, max_grid=4):
+                 sampling_ratio=2):
   """Device side: binary targets of positive RoIs from their gt crops.
 
   Args:
@@ -58,7 +58,7 @@ def mask_targets(crops, windows, rois, gt_index, output_size=28,
     rois: [K, 4] RoIs in image pixels (clipped to the image by the caller).
     gt_index: [K] int32 ground truth of each RoI.
     output_size: target resolution (28).
-    sampling_ratio, max_grid: RoIAlign sampling (0 = adaptive).
+    sampling_ratio: RoIAlign sampling (0 = adaptive).
   Returns:
     [K, output_size, output_size] float32 in {0, 1}.
   """
@@ -78,6 +78,5 @@ def mask_targets(crops, windows, rois, gt_index, output_size=28,
   side = jnp.full((k,), r + 2, jnp.int32)
   out = _roi_align_flat(flat, crop_rois, jnp.ones((k,), jnp.float32), side,
                         side, gt_index * (r + 2) * (r + 2),
-                        (output_size, output_size), sampling_ratio, True,
-                        max_grid)
+                        (output_size, output_size), sampling_ratio, True)
   return (out[..., 0] >= 0.5).astype(jnp.float32)

@@ -35,7 +35,7 @@ def test_matches_torchvision(aligned, sampling_ratio, size):
   feat = rng.normal(size=(19, 23, 8)).astype(np.float32)
   rois = _random_rois(rng, 60, 180.0)
   fn = jax.jit(lambda f, r: ops.roi_align(f, r, size, 0.125, sampling_ratio,
-                                          aligned, max_grid=16))
+                                          aligned))
   out = np.asarray(fn(feat, rois))
   ref = _torch_ref(feat, rois, size, 0.125, sampling_ratio, aligned)
   np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-4)
@@ -43,8 +43,10 @@ def test_matches_torchvision(aligned, sampling_ratio, size):
 
 def test_empty_rois_and_bfloat16():
   feat = np.random.default_rng(0).normal(size=(8, 8, 4)).astype(np.float32)
-  out = ops.roi_align(jnp.asarray(feat), jnp.zeros((0, 4)), 7, 1.0, 2)
-  assert out.shape == (0, 7, 7, 4)
+  for sr in (0, 2):
+    out = ops.roi_align(jnp.asarray(feat), jnp.zeros((0, 4)), 7, 1.0, sr,
+                        method="gather")
+    assert out.shape == (0, 7, 7, 4)
   rois = np.array([[1, 1, 6, 5]], np.float32)
   bf = ops.roi_align(jnp.asarray(feat, jnp.bfloat16), rois, 7, 1.0, 2)
   assert bf.dtype == jnp.bfloat16
@@ -78,16 +80,6 @@ def test_chunked_gather_equals_one_gather(monkeypatch):
   chunked = jax.jit(lambda f, r: ops.roi_align(f, r, 7, 0.125, 2,
                                                method="gather"))(feat, rois)
   np.testing.assert_allclose(np.asarray(chunked), np.asarray(whole),
-                             atol=1e-5)
-
-
-def test_adaptive_cap_falls_back_to_even_samples():
-  # A RoI needing 6 samples per bin with max_grid=3 equals sampling_ratio=3.
-  rng = np.random.default_rng(1)
-  feat = rng.normal(size=(64, 64, 2)).astype(np.float32)
-  rois = np.array([[0, 0, 42, 42]], np.float32)
-  capped = ops.roi_align(feat, rois, 7, 1.0, 0, max_grid=3)
-  np.testing.assert_allclose(capped, _torch_ref(feat, rois, 7, 1.0, 3, True),
                              atol=1e-5)
 
 
@@ -167,28 +159,36 @@ def _smooth_rois(rng, k, extent, size, scale, sr, margin=0.02):
   return np.stack(rois)
 
 
-@pytest.mark.parametrize("sampling_ratio", [0, 2])
-@pytest.mark.parametrize("method", ["gather", "dense"])
-def test_roi_grad_matches_finite_differences(sampling_ratio, method):
-  size, scale = (5, 4), 0.25
-  rng = np.random.default_rng(11 + sampling_ratio)
-  feat = rng.normal(size=(12, 14, 3))
-  rois = _smooth_rois(rng, 6, 52.0, size, scale, sampling_ratio)
-  cot = rng.normal(size=(6, *size, 3))
-  with jax.enable_x64(True):
-    f64, r64, c64 = (jnp.asarray(a, jnp.float64) for a in (feat, rois, cot))
-    loss = lambda r: jnp.sum(ops.roi_align(
-        f64, r, size, scale, sampling_ratio, method=method,
-        roi_grad=True) * c64)
-    grad = np.asarray(jax.grad(loss)(r64))
-    eps = 1e-6
-    fd = np.zeros_like(rois)
-    for i in np.ndindex(*rois.shape):
-      d = np.zeros_like(rois)
-      d[i] = eps
-      fd[i] = (float(loss(r64 + d)) - float(loss(r64 - d))) / (2 * eps)
+def _check_against_central_differences(loss, rois, eps=1e-6):
+  """jax.grad of loss (float64, jitted) at rois vs central differences."""
+  r64 = jnp.asarray(rois, jnp.float64)
+  grad = np.asarray(jax.grad(loss)(r64))
+  fd = np.zeros_like(rois)
+  for i in np.ndindex(*rois.shape):
+    d = np.zeros_like(rois)
+    d[i] = eps
+    fd[i] = (float(loss(r64 + d)) - float(loss(r64 - d))) / (2 * eps)
   assert np.abs(fd).max() > 0.1
   np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("sampling_ratio,scale", [(0, 0.25), (0, 1.0),
+                                                  (2, 0.25)])
+@pytest.mark.parametrize("method", ["gather", "dense"])
+def test_roi_grad_matches_finite_differences(sampling_ratio, scale, method):
+  # scale 1: RoIs needing up to 8 samples per bin, several window tiles.
+  size = (5, 4)
+  rng = np.random.default_rng(11 + sampling_ratio)
+  feat = rng.normal(size=(12, 14, 3))
+  rois = _smooth_rois(rng, 6, 52.0 * 0.25 / scale, size, scale,
+                      sampling_ratio, margin=0.005)
+  cot = rng.normal(size=(6, *size, 3))
+  with jax.enable_x64(True):
+    f64, c64 = (jnp.asarray(a, jnp.float64) for a in (feat, cot))
+    loss = jax.jit(lambda r: jnp.sum(ops.roi_align(
+        f64, r, size, scale, sampling_ratio, method=method,
+        roi_grad=True) * c64))
+    _check_against_central_differences(loss, rois)
 
 
 def test_roi_grad_default_off_and_forward_unchanged():
@@ -205,16 +205,18 @@ def test_roi_grad_default_off_and_forward_unchanged():
 
 @pytest.mark.parametrize("roi_grad", [False, True])
 @pytest.mark.parametrize("method", ["gather", "dense"])
-def test_feature_grad_matches_torch_autograd(roi_grad, method):
+@pytest.mark.parametrize("scale", [0.25, 1.0])
+def test_feature_grad_matches_torch_autograd(roi_grad, method, scale):
+  # scale 1: up to 9 samples per bin (several window tiles per bin).
   rng = np.random.default_rng(13)
   feat = rng.normal(size=(15, 17, 3)).astype(np.float32)
   rois = _random_rois(rng, 25, 70.0)
   cot = rng.normal(size=(25, 7, 6, 3)).astype(np.float32)
-  grad = jax.grad(lambda f: jnp.sum(ops.roi_align(
-      f, rois, (7, 6), 0.25, 0, method=method, roi_grad=roi_grad) * cot))(
+  grad = jax.jit(jax.grad(lambda f: jnp.sum(ops.roi_align(
+      f, rois, (7, 6), scale, 0, method=method, roi_grad=roi_grad) * cot)))(
           feat)
   tf = torch.tensor(feat).permute(2, 0, 1)[None].requires_grad_()
-  out = torchvision.ops.roi_align(tf, [torch.tensor(rois)], (7, 6), 0.25, 0,
+  out = torchvision.ops.roi_align(tf, [torch.tensor(rois)], (7, 6), scale, 0,
                                   True)
   (out * torch.tensor(cot).permute(0, 3, 1, 2)).sum().backward()
   ref = tf.grad[0].permute(1, 2, 0).numpy()
@@ -238,19 +240,10 @@ def test_multilevel_roi_grad_matches_finite_differences():
   with jax.enable_x64(True):
     fs = [jnp.asarray(f, jnp.float64) for f in feats]
     c64 = jnp.asarray(cot)
-    loss = lambda r: jnp.sum(ops.multilevel_roi_align(
+    loss = jax.jit(lambda r: jnp.sum(ops.multilevel_roi_align(
         fs, r, 7, strides, 0, finest_scale=8, method="gather",
-        roi_grad=True) * c64)
-    r64 = jnp.asarray(rois)
-    grad = np.asarray(jax.grad(loss)(r64))
-    eps = 1e-6
-    fd = np.zeros_like(rois)
-    for i in np.ndindex(*rois.shape):
-      d = np.zeros_like(rois)
-      d[i] = eps
-      fd[i] = (float(loss(r64 + d)) - float(loss(r64 - d))) / (2 * eps)
-  assert np.abs(fd).max() > 0.1
-  np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-7)
+        roi_grad=True) * c64))
+    _check_against_central_differences(loss, rois)
 
 
 @pytest.mark.parametrize("method", ["gather", "dense"])
@@ -306,3 +299,84 @@ def test_canvas_hw_bad_shape():
   with pytest.raises(ValueError, match="canvas_hw"):
     ops.roi_align(np.zeros((2, 8, 8, 1), np.float32), np.zeros((2, 3, 4)),
                   7, 1.0, 2, canvas_hw=np.zeros((3, 2), np.int32))
+
+
+def _rois_needing(rng, counts, size, scale, extent):
+  """One box per (gy, gx) in counts needing exactly that many samples per
+  bin axis under the adaptive rule, at random places (some overhanging)."""
+  oh, ow = size
+  rois = []
+  for gy, gx in counts:
+    hh = (gy - rng.uniform(0.05, 0.95)) * oh / scale
+    ww = (gx - rng.uniform(0.05, 0.95)) * ow / scale
+    x1, y1 = rng.uniform(-0.2 * extent, 0.9 * extent, 2)
+    rois.append([x1, y1, x1 + ww, y1 + hh])
+  return np.asarray(rois, np.float32)
+
+
+@pytest.mark.parametrize("method", ["gather", "dense"])
+def test_adaptive_exact_for_1_to_16_samples(method):
+  rng = np.random.default_rng(21)
+  counts = [(g, 17 - g) for g in range(1, 17)] + [(g, g) for g in range(1, 17)]
+  size, scale = (7, 5), 0.5
+  feats = rng.normal(size=(2, 40, 44, 4)).astype(np.float32)
+  rois = np.stack([_rois_needing(rng, counts, size, scale, 80.0)
+                   for _ in range(2)])
+  out = np.asarray(jax.jit(lambda f, r: ops.roi_align(
+      f, r, size, scale, 0, method=method))(feats, rois))
+  for b in range(2):
+    ref = _torch_ref(feats[b], rois[b], size, scale, 0, True)
+    np.testing.assert_allclose(out[b], ref, atol=2e-5, rtol=1e-5)
+  bf = np.asarray(ops.roi_align(jnp.asarray(feats[0], jnp.bfloat16),
+                                rois[0], size, scale, 0, method=method),
+                  np.float32)
+  ref = _torch_ref(feats[0], rois[0], size, scale, 0, True)
+  np.testing.assert_allclose(bf, ref, atol=5e-2)
+
+
+def test_adaptive_multilevel_exact():
+  # Per-level references: torchvision roi_align on each RoI's own level.
+  rng = np.random.default_rng(22)
+  strides = (4, 8, 16, 32)
+  feats = [rng.normal(size=(2, 256 // s, 320 // s, 3)).astype(np.float32)
+           for s in strides]
+  xy = rng.uniform(-20, 300, size=(2, 120, 2))
+  wh = np.exp(rng.uniform(np.log(2), np.log(400), size=(2, 120, 2)))
+  rois = np.concatenate([xy, xy + wh], -1).astype(np.float32)
+  rois[:, :3] = [[0, 0, 500, 480], [-30, 10, 600, 300], [10, 10, 330, 700]]
+  out = np.asarray(jax.jit(lambda fs, r: ops.multilevel_roi_align(
+      fs, r, 7, strides, 0, method="gather"))(feats, rois))
+  lvl = np.asarray(ops.map_roi_levels(jnp.asarray(rois), 4))
+  wh = rois[..., 2:] - rois[..., :2]
+  need = np.ceil(wh * np.take(1.0 / np.asarray(strides), lvl)[..., None] / 7)
+  assert need.max() > 8 and set(lvl.ravel()) == {0, 1, 2, 3}
+  for b in range(2):
+    for l, s in enumerate(strides):
+      sel = lvl[b] == l
+      ref = _torch_ref(feats[l][b], rois[b][sel], 7, 1.0 / s, 0, True)
+      np.testing.assert_allclose(out[b][sel], ref, atol=2e-5, rtol=1e-5)
+
+
+def test_adaptive_chunked_loop_and_vmap(monkeypatch):
+  # Tiny chunks: many loop steps, items of one RoI split across steps;
+  # forward and backward equal the one-step result, and vmap agrees.
+  import sys
+  mod = sys.modules["scnet_jax.ops.roi_align"]
+  rng = np.random.default_rng(23)
+  feats = rng.normal(size=(2, 30, 34, 4)).astype(np.float32)
+  rois = np.stack([_rois_needing(rng, [(g, g) for g in range(1, 13)],
+                                 (7, 7), 0.5, 60.0) for _ in range(2)])
+  cot = rng.normal(size=(2, 12, 7, 7, 4)).astype(np.float32)
+  def run(f, r):
+    return ops.roi_align(f, r, 7, 0.5, 0, method="gather")
+  loss = lambda f, r: jnp.sum(run(f, r) * cot)
+  whole = jax.jit(run)(feats, rois), jax.jit(jax.grad(loss))(feats, rois)
+  monkeypatch.setattr(mod, "MAX_GATHER_ELEMENTS", 7 * 7 * 16 * 4 * 3)
+  small = jax.jit(run)(feats, rois), jax.jit(jax.grad(loss))(feats, rois)
+  mapped = jax.vmap(run)(feats, rois)
+  for a, b in zip(whole, small):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(mapped), np.asarray(whole[0]),
+                             atol=1e-5)
+  ref = _torch_ref(feats[1], rois[1], 7, 0.5, 0, True)
+  np.testing.assert_allclose(np.asarray(small[0][1]), ref, atol=2e-5)

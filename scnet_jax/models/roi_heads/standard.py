@@ -84,8 +84,7 @@ class StandardRoIHeads(nn.Module, kw_only=True):
   finest_scale: int = 56
   level_mapper: str = "mmdet"
   aligned: bool = True
-  sampling_ratio: int = 0       # 0 = mmdet's adaptive rule
-  max_sampling_grid: int = 4    # its static cap (exact below it)
+  sampling_ratio: int = 0       # 0 = mmdet's adaptive rule (exact)
   # Mask head (FCNMaskHead) and its targets.
   mask_size: int = 28
   mask_num_convs: int = 4
@@ -240,12 +239,11 @@ class StandardRoIHeads(nn.Module, kw_only=True):
     x = ops.multilevel_roi_align(
         feats[:self.num_roi_levels], rois, size, strides,
         self.sampling_ratio, self.aligned, self.finest_scale,
-        self.max_sampling_grid, self.level_mapper, canvas_hw=canvas_hw)
+        self.level_mapper, canvas_hw=canvas_hw)
     if ctx.semantic is not None:
       s = ops.roi_align(ctx.semantic, rois, self.mask_roi_size,
                         1.0 / ctx.semantic_stride, self.sampling_ratio,
-                        self.aligned, self.max_sampling_grid,
-                        canvas_hw=canvas_hw)
+                        self.aligned, canvas_hw=canvas_hw)
       if size != self.mask_roi_size:  # adaptive_avg_pool2d 14 -> 7
         f = self.mask_roi_size // size
         s = s.reshape(*s.shape[:2], size, f, size, f, -1).mean(axis=(3, 5))
