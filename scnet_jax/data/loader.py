@@ -135,22 +135,31 @@ class LoadExample:
         self.source, record, self.data_cfg, self.num_classes,
         self.buckets[bucket], flip, self.with_semantic)
 
+  def _readable(self, rec, bucket, flip):
+    try:
+      return self._prepare(rec, bucket, flip)
+    except DataError:
+      return None
+
   def __call__(self, item):
     if self.train:
       rec, bucket, flip = item
-      same = np.nonzero(self.bucket_of == bucket)[0]
-      start = int(np.searchsorted(same, rec))
-      for k in range(len(same)):
-        candidate = int(same[(start + k) % len(same)])
-        try:
-          ex = self._prepare(candidate, bucket, flip)
-        except DataError:
-          continue
-        ex["skipped"] = np.int32(-1 if k == 0 else rec)
-        ex["valid"] = np.bool_(True)
-        return ex
-      raise DataError(f"no image of bucket {self.buckets[bucket]} could be "
-                      f"read (first: {self.source[rec].get('path')})")
+      ex, skipped = self._readable(rec, bucket, flip), -1
+      if ex is None:
+        skipped = rec
+        same = np.nonzero(self.bucket_of == bucket)[0]
+        start = int(np.searchsorted(same, rec))
+        for k in range(1, len(same)):
+          ex = self._readable(int(same[(start + k) % len(same)]), bucket,
+                              flip)
+          if ex is not None:
+            break
+      if ex is None:
+        raise DataError(f"no image of bucket {self.buckets[bucket]} could "
+                        f"be read (first: {self.source[rec].get('path')})")
+      ex["skipped"] = np.int32(skipped)
+      ex["valid"] = np.bool_(True)
+      return ex
     rec, bucket, valid = item
     try:
       ex = self._prepare(rec, bucket, False)
