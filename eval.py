@@ -6,7 +6,9 @@
       --output runs/eval --evaluator pycocotools --visualize 8
 
 Prints the COCO bbox and segm tables, writes OUTPUT/results.json and
-OUTPUT/metrics.json (and OUTPUT/vis/*.png with --visualize).
+OUTPUT/metrics.json (and OUTPUT/vis/*.png with --visualize). Started as
+several processes (README, multi-host) they split the images and process 0
+writes the files.
 """
 import os
 
@@ -34,6 +36,10 @@ flags.DEFINE_integer("workers", 2, "Post-processing worker processes.")
 
 def main(argv):
   del argv
+  from scnet_jax.parallel import initialize_distributed
+  initialize_distributed()  # several processes split the images
+  import jax
+
   from scnet_jax import checkpoint
   from scnet_jax.data.sources import val_paths
   from scnet_jax.evaluation.inference import evaluate
@@ -52,7 +58,7 @@ def main(argv):
                      evaluator=FLAGS.evaluator,
                      per_device_batch=FLAGS.batch_per_device,
                      workers=FLAGS.workers)
-  if FLAGS.visualize:
+  if FLAGS.visualize and jax.process_index() == 0:
     from scnet_jax.evaluation.pictures import write_prediction_pictures
     paths = write_prediction_pictures(
         config, variables, FLAGS.checkpoint, ann_file, image_dir,
@@ -61,7 +67,7 @@ def main(argv):
     print(f"wrote {len(paths)} pictures to {os.path.join(output, 'vis')}")
   print(f"bbox AP {metrics['bbox_AP']:.4f}  segm AP {metrics['segm_AP']:.4f}"
         f"  ({os.path.join(output, 'metrics.json')})")
-  if FLAGS.tta:
+  if FLAGS.tta and jax.process_index() == 0:  # TTA runs on process 0 alone
     from scnet_jax.evaluation.tta import evaluate_tta
     tta = evaluate_tta(config, variables, ann_file=ann_file,
                        image_dir=image_dir,

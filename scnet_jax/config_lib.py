@@ -166,7 +166,9 @@ def get_base(system):
   d.max_instances = 100
   d.mask_crop_size = 112
   d.flip_prob = 0.5
-  d.num_workers = 2
+  # Grain worker processes per process; -1: two per local device, none on
+  # a machine of 4 cores or fewer (data/loader.py resolve_num_workers).
+  d.num_workers = -1
   # The embedded dataset (data.source='shapes'), generated on first use.
   d.shapes = ml_collections.ConfigDict(dict(
       root="data/shapes", num_train=2000, num_val=200, image_size=128,
@@ -193,6 +195,12 @@ def get_base(system):
   c.keep_checkpoints = 3
   c.log_every = 50
   c.eval_at_end = True        # COCO metrics on data.val after training
+  c.eval_every_steps = 0      # > 0: also every N steps, and keep workdir/best
+  c.best_metric = "segm_AP"   # the metric (higher is better) of workdir/best
+  c.progress = True           # tqdm bars when stdout is a terminal
+  # Training a frozen stem (norm=frozen_bn, frozen_stages >= 0) from a
+  # random init is refused unless this is set.
+  c.allow_random_init = False
   c.eval_batch_per_device = 1
   c.visualize_at_end = 0      # prediction pictures written after that
   c.init_from = ""            # backbone weights or a converted checkpoint
@@ -237,7 +245,6 @@ def tiny_shapes(system):
   d.train.update(ann_file="", image_dir="", seg_dir="")
   d.val.update(ann_file="", image_dir="", seg_dir="")
   d.flip_prob = 0.5
-  d.num_workers = 0
   # 4 of SCNet's 12 mask-head convs: the 12-conv head alone costs 60% of a
   # CPU step at this size.
   c.model.roi_heads.mask_num_convs = 4

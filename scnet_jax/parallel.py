@@ -1,7 +1,14 @@
 """Data parallelism: the same per-device step under `jax.pmap` or under
-`jax.shard_map` over a one-axis mesh, on every local device, on one host or
-many (each host feeds its own devices; call `initialize_distributed` first).
+`jax.shard_map` over a one-axis mesh of every device of every process.
+
+On several processes (hosts) each one feeds its own rows of the global
+batch to its own devices; collectives (`lax.pmean` in the step) then span
+all devices of all processes. Device order is process-major: process p's
+devices hold rows [p * B / P, (p + 1) * B / P) of a global batch B, the
+rows the loader gives it. Call `initialize_distributed` before anything
+else touches JAX.
 """
+import json
 import os
 
 import jax
@@ -13,12 +20,33 @@ from scnet_jax.training.step import AXIS
 
 
 def initialize_distributed():
-  """jax.distributed.initialize() when launched on several processes
-  (TPU pod slices are detected by JAX; GPU clusters via the coordinator
-  variables, see README)."""
-  if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get(
-      "TPU_WORKER_HOSTNAMES") or os.environ.get("SLURM_NTASKS", "1") != "1":
+  """Joins the other processes of a multi-process run, if this is one.
+
+  JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and
+  JAX_PROCESS_ID start it explicitly (JAX itself reads only the first);
+  TPU pod slices and SLURM are detected by JAX. CPU devices use gloo
+  collectives across processes. Returns the process count.
+  """
+  address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+  if address:
+    missing = [k for k in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+               if not os.environ.get(k, "").strip().isdigit()]
+    if missing:
+      raise ConfigError(f"JAX_COORDINATOR_ADDRESS={address} is set but "
+                        f"{' and '.join(missing)} is not (a non-negative "
+                        f"integer is needed)")
+    num = int(os.environ["JAX_NUM_PROCESSES"])
+    index = int(os.environ["JAX_PROCESS_ID"])
+    if not 0 <= index < num:
+      raise ConfigError(f"JAX_PROCESS_ID={index} is not below "
+                        f"JAX_NUM_PROCESSES={num}")
+    if num > 1:
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+      jax.distributed.initialize(address, num, index)
+  elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get(
+      "SLURM_NTASKS", "1") != "1":
     jax.distributed.initialize()
+  return jax.process_count()
 
 
 def check_batch(global_batch):
@@ -31,13 +59,21 @@ def check_batch(global_batch):
   return global_batch // n
 
 
+def global_devices():
+  """All devices, process-major (the order of the rows of a batch)."""
+  return sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+
+
 class DataParallel:
   """Wraps a per-device function f(replicated, sharded_batch) -> (replicated,
   replicated) and moves data in and out.
 
   mode: "pmap" (host batches reshaped to [local_devices, per_device, ...])
   or "shard_map" (global arrays sharded along the mesh axis).
-  devices: the devices to use (default: all; single-host only otherwise).
+  devices: the devices to use; default all devices of all processes.
+    `jax.local_devices()` gives a program of this process alone (no
+    collectives across processes: evaluation, prediction); a subset of
+    the devices is for a single process only.
   """
 
   def __init__(self, mode, fn, donate=True, out_sharded=False,
@@ -46,15 +82,23 @@ class DataParallel:
       raise ConfigError(f"parallel: must be 'pmap' or 'shard_map', got "
                         f"{mode!r}")
     self.mode = mode
-    self.local_devices = list(devices or jax.local_devices())
+    devices = list(devices or global_devices())
+    local = [d for d in devices if d.process_index == jax.process_index()]
+    if len(local) < len(devices) and len(devices) != jax.device_count():
+      raise ConfigError("DataParallel: a multi-process program runs on all "
+                        "devices of all processes")
+    self.local_devices = local
+    self.local_mesh = Mesh(np.asarray(local), (AXIS,))
+    self.local_sharded = NamedSharding(self.local_mesh, P(AXIS))
     donate_argnums = (0,) if donate else ()
     if mode == "pmap":
+      # JAX needs the same device list on every process: all of them
+      # (devices=None) when the program spans processes.
       self.fn = jax.pmap(fn, axis_name=AXIS, donate_argnums=donate_argnums,
-                         devices=self.local_devices)
-      self.local_sharded = NamedSharding(
-          Mesh(np.asarray(self.local_devices), (AXIS,)), P(AXIS))
+                         devices=None if len(local) < len(devices)
+                         else devices)
     else:
-      self.mesh = Mesh(np.asarray(devices or jax.devices()), (AXIS,))
+      self.mesh = Mesh(np.asarray(devices), (AXIS,))
       out_specs = P(AXIS) if out_sharded else (P(), P())
       # check_vma=False: JAX's varying-axes check rejects some lax
       # comparisons inside while loops (its own suggested workaround); the
@@ -67,35 +111,66 @@ class DataParallel:
       self.sharded = NamedSharding(self.mesh, P(AXIS))
 
   def put_replicated(self, tree):
+    """Host tree (equal on every process) -> one copy per device."""
     if self.mode == "pmap":  # one copy per local device, stacked
       n = len(self.local_devices)
       return jax.device_put(jax.tree.map(
           lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))), tree),
           self.local_sharded)
-    return jax.device_put(tree, self.replicated)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
+        self.replicated, np.asarray(x), np.shape(x)), tree)
 
   def put_batch(self, batch):
-    """Host-local numpy batch [local_batch, ...] -> device input."""
+    """Host-local numpy batch [local_batch, ...] -> device input (copied
+    to the devices now, so that a prefetch thread can do it)."""
     if self.mode == "pmap":
       n = len(self.local_devices)
-      return jax.tree.map(lambda x: x.reshape(n, -1, *x.shape[1:]), batch)
+      return jax.device_put(jax.tree.map(
+          lambda x: x.reshape(n, -1, *x.shape[1:]), batch),
+          self.local_sharded)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
         self.sharded, np.asarray(x)), batch)
 
   def get_replicated(self, tree):
     """One host copy of a replicated output."""
-    if self.mode == "pmap":
-      return jax.device_get(jax.tree.map(lambda x: x[0], tree))
-    return jax.device_get(jax.tree.map(
-        lambda x: x.addressable_data(0), tree))
+    first = (lambda x: x.addressable_data(0)[0]) if self.mode == "pmap" \
+        else (lambda x: x.addressable_data(0))
+    return jax.device_get(jax.tree.map(first, tree))
 
   def get_sharded(self, tree):
-    """This host's rows of a sharded output, as [local_batch, ...]."""
-    if self.mode == "pmap":
-      return jax.tree.map(lambda x: np.asarray(x).reshape(
-          -1, *x.shape[2:]), jax.device_get(tree))
-    return jax.tree.map(lambda x: np.concatenate(
-        [np.asarray(s.data) for s in x.addressable_shards]), tree)
+    """This process's rows of a sharded output, as [local_batch, ...]."""
+    def local_rows(x):
+      shards = sorted(x.addressable_shards, key=lambda s: _start(s.index[0]))
+      rows = np.concatenate([np.asarray(s.data) for s in shards])
+      return rows.reshape(-1, *x.shape[2:]) if self.mode == "pmap" else rows
+    return jax.tree.map(local_rows, tree)
 
   def __call__(self, replicated, batch):
     return self.fn(replicated, batch)
+
+
+def _start(index):
+  return index if isinstance(index, int) else index.start or 0
+
+
+def gather_json(obj):
+  """The JSON-serialisable `obj` of every process, in process order (on
+  one process: [obj]). Travels through the devices' collectives, so no
+  shared file system is needed."""
+  if jax.process_count() == 1:
+    return [obj]
+  from jax.experimental import multihost_utils
+  data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+  sizes = multihost_utils.process_allgather(np.int64(len(data)))
+  padded = np.zeros(int(np.max(sizes)), np.uint8)
+  padded[:len(data)] = data
+  every = multihost_utils.process_allgather(padded)
+  return [json.loads(bytes(row[:int(n)]).decode()) for row, n in
+          zip(every, np.ravel(sizes))]
+
+
+def sync(name):
+  """Waits until every process reaches the point `name`."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)

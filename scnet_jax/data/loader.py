@@ -5,11 +5,17 @@ seed and epoch), cuts them into global batches of one bucket each, and
 shuffles the batches. Host p of P reads rows [p * B / P, (p + 1) * B / P)
 of every global batch, so hosts never read the same image. Flips are drawn
 from (seed, epoch, step, row). The sample at position i is a pure function
-of i, so the Grain iterator state (saved with each checkpoint) resumes the
-exact sequence.
+of i, so a run resumed at step s reads exactly what it would have read
+(`train_iterator(..., start_step=s)`), with or without worker processes.
+
+A training image that cannot be read is replaced by the next readable
+record of its bucket (in record order) and reported in the batch
+(`skipped`: the record index, -1 for none); evaluation counts it and
+leaves it out of the metrics.
 """
 import dataclasses
 import functools
+import os
 
 import grain
 import numpy as np
@@ -101,54 +107,99 @@ class EvalPlan:
     return self.items[i]
 
 
+_NO_GROUND_TRUTH = dict(boxes=np.zeros((0, 4), np.float32),
+                        labels=np.zeros((0,), np.int32), segmentations=[],
+                        ann_ids=[])
+
+
 @dataclasses.dataclass
 class LoadExample:
-  """Grain map function: plan item -> transformed example."""
+  """Grain map function: plan item -> transformed example.
+
+  bucket_of: every record's bucket (training: where a replacement for an
+  unreadable image is looked for).
+  """
   source: object
   data_cfg: object
   buckets: list
   num_classes: int
   with_semantic: bool
   train: bool
+  bucket_of: object = None
+
+  def _prepare(self, rec, bucket, flip):
+    record = self.source[rec]
+    if not self.train:  # evaluation reads the image alone
+      record = dict(record, **_NO_GROUND_TRUTH)
+    return transforms.prepare_example(
+        self.source, record, self.data_cfg, self.num_classes,
+        self.buckets[bucket], flip, self.with_semantic)
+
+  def _readable(self, rec, bucket, flip):
+    try:
+      return self._prepare(rec, bucket, flip)
+    except DataError:
+      return None
 
   def __call__(self, item):
     if self.train:
       rec, bucket, flip = item
-      valid = True
-    else:
-      rec, bucket, valid = item
-      flip = False
-    record = self.source[rec]
+      ex, skipped = self._readable(rec, bucket, flip), -1
+      if ex is None:
+        skipped = rec
+        same = np.nonzero(self.bucket_of == bucket)[0]
+        start = int(np.searchsorted(same, rec))
+        for k in range(1, len(same)):
+          ex = self._readable(int(same[(start + k) % len(same)]), bucket,
+                              flip)
+          if ex is not None:
+            break
+      if ex is None:
+        raise DataError(f"no image of bucket {self.buckets[bucket]} could "
+                        f"be read (first: {self.source[rec].get('path')})")
+      ex["skipped"] = np.int32(skipped)
+      ex["valid"] = np.bool_(True)
+      return ex
+    rec, bucket, valid = item
     try:
-      ex = transforms.prepare_example(
-          self.source, record, self.data_cfg, self.num_classes,
-          self.buckets[bucket], flip, self.with_semantic)
+      ex = self._prepare(rec, bucket, False)
       ex["error"] = np.bool_(False)
     except DataError:
-      if self.train:
-        raise
       # Evaluation reports, skips and counts an unreadable image.
       ex = transforms.empty_example(self.data_cfg, self.buckets[bucket],
-                                    self.with_semantic, record["image_id"])
+                                    self.with_semantic,
+                                    self.source[rec]["image_id"])
       ex["error"] = np.bool_(True)
       valid = False
     ex["valid"] = np.bool_(valid)
     return ex
 
 
-def _iterate(plan, load, batch, num_workers):
-  ds = grain.MapDataset.source(plan).map(load).batch(batch,
-                                                     drop_remainder=False)
-  ds = ds.to_iter_dataset()
+def resolve_num_workers(num_workers, local_devices):
+  """data.num_workers, with -1 (auto) = two Grain worker processes per
+  local device, leaving two cores to the devices' host threads (none on a
+  machine of 4 cores or fewer, where they would only compete with XLA)."""
+  if num_workers >= 0:
+    return int(num_workers)
+  return max(0, min(2 * local_devices, (os.cpu_count() or 1) - 2)) \
+      if (os.cpu_count() or 1) > 4 else 0
+
+
+def _iterate(plan, load, batch, num_workers, start=0):
+  ds = grain.MapDataset.source(plan)
+  if start:
+    ds = ds[start:]
+  ds = ds.map(load).batch(batch, drop_remainder=False).to_iter_dataset()
   if num_workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return iter(ds)
 
 
 def train_iterator(source, config, num_steps, process_index=0,
-                   process_count=1):
+                   process_count=1, start_step=0, local_devices=1):
   """Iterator of host-local batches (dicts of [global_batch / P, ...]
-  numpy arrays) for `num_steps` steps; `get_state`/`set_state` resume it.
+  numpy arrays) of steps start_step..num_steps - 1; data.num_workers = -1
+  picks the worker count from `local_devices` (resolve_num_workers).
   Semantic maps are decoded only when the model reads them."""
   # Imported here: Grain's worker processes unpickle this module's
   # LoadExample and need no model code.
@@ -160,17 +211,21 @@ def train_iterator(source, config, num_steps, process_index=0,
                    config.data.flip_prob, num_steps, process_index,
                    process_count)
   load = LoadExample(source, config.data, buckets, config.model.num_classes,
-                     with_semantic, True)
-  it = _iterate(plan, load, plan.per_host, config.data.num_workers)
+                     with_semantic, True, bucket_of)
+  workers = resolve_num_workers(config.data.num_workers, local_devices)
+  it = _iterate(plan, load, plan.per_host, workers,
+                start=start_step * plan.per_host)
   return it, plan
 
 
-def eval_iterator(source, config, batch, process_index=0, process_count=1):
-  """Iterator of evaluation batches; every image once, padded batches
-  carry valid=False rows. Returns (iterator, number of batches)."""
+def eval_iterator(source, config, batch, process_index=0, process_count=1,
+                  local_devices=1):
+  """Iterator of this process's evaluation batches (every image once over
+  all processes; padded batches carry valid=False rows; no ground truth
+  decoded). Returns (iterator, number of batches)."""
   bucket_of, buckets = record_buckets(source, config.data)
   plan = EvalPlan(bucket_of, batch, process_index, process_count)
   load = LoadExample(source, config.data, buckets, config.model.num_classes,
                      False, False)
-  return (_iterate(plan, load, batch, config.data.num_workers),
-          len(plan) // batch)
+  workers = resolve_num_workers(config.data.num_workers, local_devices)
+  return _iterate(plan, load, batch, workers), len(plan) // batch

@@ -94,8 +94,12 @@ def _annotation(ann_id, image_id, kind, mask):
           "bbox": [x, y, w, h], "iscrowd": 0}
 
 
-def write_split(root, split, num_images, size, max_objects, seed):
-  """Writes one split; returns the path of its annotation file."""
+def write_split(root, split, num_images, size, max_objects, seed,
+                progress=False):
+  """Writes one split (with a progress bar when `progress`); returns the
+  path of its annotation file."""
+  from scnet_jax.progress import bar as progress_bar
+  bar = progress_bar(num_images, f"shapes {split}", "img", progress)
   rng = np.random.default_rng([seed, {"train": 0, "val": 1}[split]])
   image_dir = os.path.join(root, split)
   os.makedirs(image_dir, exist_ok=True)
@@ -109,6 +113,8 @@ def write_split(root, split, num_images, size, max_objects, seed):
                    "width": size})
     for kind, m in instances:
       annotations.append(_annotation(len(annotations) + 1, i + 1, kind, m))
+    bar.update(1)
+  bar.close()
   data = {"images": images, "annotations": annotations,
           "categories": [{"id": i + 1, "name": n, "supercategory": "shape"}
                          for i, n in enumerate(CATEGORIES)]}
@@ -121,7 +127,7 @@ def write_split(root, split, num_images, size, max_objects, seed):
 
 
 def ensure_dataset(root, num_train=2000, num_val=200, size=128,
-                   max_objects=6, seed=0, log=print):
+                   max_objects=6, seed=0, log=print, progress=False):
   """Generates the dataset under `root` unless it is already there."""
   stamp = os.path.join(root, "annotations", "params.json")
   params = dict(num_train=num_train, num_val=num_val, size=size,
@@ -132,8 +138,8 @@ def ensure_dataset(root, num_train=2000, num_val=200, size=128,
         return
   log(f"Generating the shapes dataset in {root} ({num_train} train, "
       f"{num_val} val images of {size}x{size})...")
-  write_split(root, "train", num_train, size, max_objects, seed)
-  write_split(root, "val", num_val, size, max_objects, seed)
+  write_split(root, "train", num_train, size, max_objects, seed, progress)
+  write_split(root, "val", num_val, size, max_objects, seed, progress)
   with open(stamp, "w") as f:
     json.dump(params, f)
 

@@ -24,8 +24,10 @@ def ensure_shapes(config, log=print):
   d = config.data
   if d.source == "shapes":
     s = d.shapes
+    from scnet_jax.progress import enabled
     shapes.ensure_dataset(s.root, s.num_train, s.num_val, s.image_size,
-                          s.max_objects, s.seed, log=log)
+                          s.max_objects, s.seed, log=log,
+                          progress=enabled(config))
 
 
 def train_source(config, log=print):

@@ -12,8 +12,8 @@ def make_train_step(model, tx, axis_name=AXIS):
 
   batch: this device's [per_device, ...] arrays (see TwoStageDetector).
   metrics: dict of float32 scalars: every named loss, 'loss', 'lr'-free
-    'grad_norm' and 'finite' (1.0 when every loss term is finite). A
-    non-finite step leaves the state unchanged but for the step counter.
+    'grad_norm' and 'finite' (1.0 when every loss term and the gradient
+    norm are finite).
   """
 
   def step(state, batch):
@@ -34,15 +34,14 @@ def make_train_step(model, tx, axis_name=AXIS):
     grads = jax.lax.pmean(grads, axis_name)
     metrics = jax.lax.pmean(dict(losses, loss=loss), axis_name)
     metrics["grad_norm"] = optax.global_norm(grads)
-    finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in
-                                metrics.values()]))
+    # One reduction over the scalars: the gradient norm covers every
+    # gradient. The loop stops at the first non-finite step and never saves
+    # a state after it, so the update is not guarded here.
+    finite = jnp.all(jnp.isfinite(jnp.stack(list(metrics.values()))))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    keep = lambda new, old: jax.tree.map(
-        lambda n, o: jnp.where(finite, n, o), new, old)
-    new_state = state.replace(
-        step=state.step + 1, params=keep(params, state.params),
-        opt_state=keep(opt_state, state.opt_state), rng=rng)
+    new_state = state.replace(step=state.step + 1, params=params,
+                              opt_state=opt_state, rng=rng)
     metrics["finite"] = finite.astype(jnp.float32)
     return new_state, metrics
 

@@ -1,4 +1,6 @@
-"""Metrics to DIR/metrics.jsonl (one line per step) and TensorBoard."""
+"""Metrics to DIR/metrics.jsonl (one line per training step, one per
+evaluation with `val/` keys) and TensorBoard; written in bulk by the
+loop every log_every steps."""
 import json
 import os
 
@@ -20,11 +22,16 @@ class MetricWriter:
     if not self.enabled:
       return
     self.jsonl.write(json.dumps(record, sort_keys=True) + "\n")
-    self.jsonl.flush()
     if self.tb is not None:
       for k, v in record.items():
         if k != "step":
           self.tb.add_scalar(k, v, step)
+
+  def flush(self):
+    if self.enabled:
+      self.jsonl.flush()
+      if self.tb is not None:
+        self.tb.flush()
 
   def close(self):
     if self.enabled:
@@ -34,11 +41,12 @@ class MetricWriter:
 
 
 def read_metrics(workdir):
-  """metrics.jsonl as {step: record}; a step logged twice (a run killed
-  after its last checkpoint, then resumed) keeps its latest record."""
+  """metrics.jsonl as {step: record} (training and evaluation keys of a
+  step merged); a step logged twice (a run killed after its last
+  checkpoint, then resumed) keeps its latest values."""
   out = {}
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     for line in f:
       rec = json.loads(line)
-      out[rec["step"]] = rec
+      out.setdefault(rec["step"], {}).update(rec)
   return out

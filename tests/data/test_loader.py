@@ -26,16 +26,14 @@ def test_batches_have_identical_shapes_and_dtypes():
   assert not np.array_equal(batches[0]["image"], batches[1]["image"])
 
 
-def test_resume_from_saved_state_gives_the_same_next_batch():
+def test_resume_at_a_step_gives_the_same_next_batch():
   config = tiny_config("mask_rcnn", global_batch=4)
   src = _source()
   it, _ = loader.train_iterator(src, config, 20)
   for _ in range(3):
     next(it)
-  state = it.get_state()
   expected = next(it)
-  again, _ = loader.train_iterator(src, config, 20)
-  again.set_state(state)
+  again, _ = loader.train_iterator(src, config, 20, start_step=3)
   got = next(again)
   for k in expected:
     np.testing.assert_array_equal(got[k], expected[k])

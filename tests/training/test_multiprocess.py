@@ -1,0 +1,125 @@
+"""train.py and eval.py as 2 processes x 2 CPU devices on localhost (gloo
+collectives, the README's JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+JAX_PROCESS_ID) against 1 process x 4 devices: the same losses step by
+step under pmap and shard_map, the same COCO metrics, and a SIGTERM to one
+process stopping both at the same step, resumed exactly."""
+import json
+import os
+import re
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from scnet_jax.training.writers import read_metrics
+from tests.helpers import shapes_root
+from tests.training.multiprocess import ROOT, run, start, wait
+
+CONFIG = os.path.join(ROOT, "configs", "mask_rcnn_tiny_shapes.py")
+STEPS = 8
+
+
+def _data():
+  return [f"--config.data.shapes.root={shapes_root()}",
+          "--config.data.shapes.num_train=48",
+          "--config.data.shapes.num_val=16"]
+
+
+def _train_args(workdir, *extra):
+  return [os.path.join(ROOT, "train.py"), "--config", CONFIG, "--workdir",
+          str(workdir), f"--config.total_steps={STEPS}",
+          "--config.lr_decay_epochs=()", "--config.global_batch=4",
+          "--config.eval_at_end=False", "--config.checkpoint_every=4",
+          "--config.log_every=1", *_data(), *extra]
+
+
+def _losses(workdir):
+  return {s: {k: v for k, v in r.items() if k.startswith("loss")}
+          for s, r in read_metrics(workdir).items()}
+
+
+def _assert_close(a, b):
+  assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))
+  for s in a:
+    assert set(a[s]) == set(b[s]) and len(a[s]) > 3
+    for k in a[s]:
+      np.testing.assert_allclose(a[s][k], b[s][k], rtol=1e-4, atol=1e-6,
+                                 err_msg=f"step {s} {k}")
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+  """1 process x 4 devices."""
+  work = tmp_path_factory.mktemp("single")
+  run(_train_args(work), 1, 4, str(work / "logs"))
+  return work
+
+
+@pytest.fixture(scope="module")
+def two_pmap(tmp_path_factory):
+  work = tmp_path_factory.mktemp("two_pmap")
+  logs = run(_train_args(work), 2, 2, str(work / "logs"))
+  return work, logs
+
+
+def test_two_processes_train_as_one_under_pmap(single, two_pmap):
+  work, logs = two_pmap
+  assert "4 devices of 2 process(es)" in logs[0]
+  _assert_close(_losses(work), _losses(single))
+  # Orbax wrote each checkpoint once, complete.
+  steps = sorted(os.listdir(work / "checkpoints"))
+  assert steps == ["4", "8"], steps
+
+
+def test_two_processes_train_as_one_under_shard_map(single, tmp_path):
+  run(_train_args(tmp_path, "--config.parallel=shard_map"), 2, 2,
+      str(tmp_path / "logs"))
+  _assert_close(_losses(tmp_path), _losses(single))
+
+
+def test_sigterm_to_one_process_stops_both_at_one_step(two_pmap, tmp_path):
+  procs = start(_train_args(tmp_path, "--config.checkpoint_every=100"), 2, 2,
+                str(tmp_path))
+  try:
+    metrics = tmp_path / "metrics.jsonl"
+    while all(p.poll() is None for p in procs) and not (
+        metrics.exists() and metrics.read_text().count("\n") >= 1):
+      time.sleep(0.2)
+    procs[1].send_signal(signal.SIGTERM)
+  finally:
+    logs = wait(procs, str(tmp_path))
+  stopped = [re.findall(r"SIGTERM: saved checkpoint at step (\d+)", log)
+             for log in logs]
+  assert stopped[0] and stopped[0] == stopped[1], logs
+  assert 1 <= int(stopped[0][0]) < STEPS
+  assert os.listdir(tmp_path / "checkpoints") == [stopped[0][0]]
+  logs = run(_train_args(tmp_path), 2, 2, str(tmp_path / "resume"))
+  assert f"Resumed from" in logs[0]
+  uninterrupted, resumed = read_metrics(two_pmap[0]), read_metrics(tmp_path)
+  assert sorted(resumed) == list(range(1, STEPS + 1))
+  for s in resumed:
+    for k, v in uninterrupted[s].items():
+      assert resumed[s][k] == v, (s, k)
+
+
+def test_eval_on_two_processes_equals_one(single, tmp_path):
+  args = lambda out: [os.path.join(ROOT, "eval.py"), "--config", CONFIG,
+                      "--checkpoint", str(single), "--output", str(out),
+                      "--workers", "0", *_data()]
+  run(args(tmp_path / "one"), 1, 4, str(tmp_path / "l1"))
+  logs = run(args(tmp_path / "two"), 2, 2, str(tmp_path / "l2"))
+  assert "on each of 2 processes" in logs[0]
+  one, two = [json.loads((tmp_path / d / "metrics.json").read_text())
+              for d in ("one", "two")]
+  keys = [k for k in one if k.startswith(("bbox_", "segm_"))]
+  assert len(keys) == 24
+  for k in keys:
+    assert one[k] == pytest.approx(two[k], abs=1e-9), k
+  assert one["num_images"] == two["num_images"] == 16
+  r1, r2 = [json.loads((tmp_path / d / "results.json").read_text())
+            for d in ("one", "two")]
+  key = lambda r: (r["image_id"], -r["score"])
+  assert len(r1) == len(r2) > 0
+  assert [r["image_id"] for r in sorted(r1, key=key)] == \
+      [r["image_id"] for r in sorted(r2, key=key)]
