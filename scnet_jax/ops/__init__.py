@@ -5,6 +5,7 @@ from scnet_jax.ops.assign import max_iou_assign
 from scnet_jax.ops.boxes import (box_area, box_iou, clip_boxes, decode_deltas,
                                  encode_deltas)
 from scnet_jax.ops.mask_targets import crop_instance_mask, mask_targets
+from scnet_jax.ops.mask_voting import mask_voting
 from scnet_jax.ops.nms import batched_nms, nms
 from scnet_jax.ops.paste import paste_image_masks, paste_masks
 from scnet_jax.ops.resize import resize_bilinear_align_corners

@@ -53,7 +53,8 @@ def rpn_loss(keys, logits, deltas, anchors, inside, gt_boxes, gt_valid, cfg,
 
 
 def proposals(level_logits, level_deltas, level_anchors, image_hw, pre_nms,
-              post_nms, nms_iou, delta_clamp="symmetric", min_size=0.0):
+              post_nms, nms_iou, delta_clamp="symmetric", min_size=0.0,
+              box_grad=False):
   """Per-level top-k, decode, clip, NMS within each level, top-k overall.
 
   Args:
@@ -66,9 +67,11 @@ def proposals(level_logits, level_deltas, level_anchors, image_hw, pre_nms,
     delta_clamp: see ops.decode_deltas.
     min_size: boxes narrower or lower than this are dropped before NMS
       (torchvision: 1e-3); 0 drops only empty boxes (mmdet >= 2.1x).
+    box_grad: the boxes keep their gradient in level_deltas (MNC); which
+      boxes are kept (top-k, NMS) is not differentiated either way.
   Returns:
-    boxes [B, post_nms, 4] float32 (no gradient), valid [B, post_nms] bool,
-    scores [B, post_nms] float32.
+    boxes [B, post_nms, 4] float32 (no gradient unless box_grad), valid
+    [B, post_nms] bool, scores [B, post_nms] float32.
   """
   boxes, scores, levels = [], [], []
   for lvl, (lg, dl, an) in enumerate(zip(level_logits, level_deltas,
@@ -81,7 +84,8 @@ def proposals(level_logits, level_deltas, level_anchors, image_hw, pre_nms,
                                    clamp=delta_clamp))
     scores.append(jax.nn.sigmoid(top))
     levels.append(jnp.full((k,), lvl, jnp.int32))
-  boxes = jax.lax.stop_gradient(jnp.concatenate(boxes, axis=1))
+  decoded = jnp.concatenate(boxes, axis=1)
+  boxes = jax.lax.stop_gradient(decoded)
   scores = jax.lax.stop_gradient(jnp.concatenate(scores, axis=1))
   levels = jnp.concatenate(levels)
   w = boxes[..., 2] - boxes[..., 0]
@@ -89,11 +93,11 @@ def proposals(level_logits, level_deltas, level_anchors, image_hw, pre_nms,
   nondegenerate = (w >= min_size) & (h >= min_size) if min_size > 0 else \
       (w > 0) & (h > 0)
 
-  def per_image(b, s, v):
+  def per_image(b, out, s, v):
     keep, num = ops.batched_nms(b, s, levels, nms_iou, post_nms, valid=v)
     safe = jnp.maximum(keep, 0)
-    return b[safe], s[safe], jnp.arange(post_nms) < num
+    return out[safe], s[safe], jnp.arange(post_nms) < num
 
-  out_boxes, out_scores, valid = jax.vmap(per_image)(boxes, scores,
-                                                      nondegenerate)
+  out_boxes, out_scores, valid = jax.vmap(per_image)(
+      boxes, decoded if box_grad else boxes, scores, nondegenerate)
   return out_boxes, valid, out_scores

@@ -41,6 +41,9 @@ class RPNHead(nn.Module, kw_only=True):
   test_post_nms: int = 1000
   nms_iou: float = 0.7
   min_box_size: float = 0.0
+  # The proposal boxes keep their gradient in the regression output, for
+  # RoI heads that back-propagate through box coordinates (MNC).
+  box_grad: bool = False
   delta_clamp: str = "symmetric"
   dtype: Any = jnp.float32
   axis_name: Optional[str] = None
@@ -89,7 +92,7 @@ class RPNHead(nn.Module, kw_only=True):
     boxes, valid, scores = rpn.proposals(
         [o[0] for o in outputs], [o[1] for o in outputs],
         anchors, image_hw, pre, post, self.nms_iou,
-        self.delta_clamp, self.min_box_size)
+        self.delta_clamp, self.min_box_size, box_grad=self.box_grad)
     return Proposals(boxes=boxes, valid=valid, scores=scores)
 
   def loss_and_proposals(self, feats, gt, image_hw, image_keys):
