@@ -15,6 +15,11 @@ is the adaptive rule (ceil(roi_size / output_size) samples per axis, as
 mmdetection's configs use); static shapes need a cap, `max_grid`, and the
 result is exact whenever ceil(roi_size / output_size) <= max_grid. Larger
 RoIs fall back to max_grid evenly spaced samples per axis.
+
+The boxes get no gradient unless `roi_grad=True`: then the bilinear weights
+stay differentiable in the box coordinates (exact wherever bilinear
+sampling is; the sample counts and the FPN level are piecewise constant
+and not differentiated). Float64 inputs are computed in float64.
 """
 
 import jax
@@ -25,6 +30,11 @@ from scnet_jax.ops._checks import check_positive_size, check_rank
 DEFAULT_MAX_GRID = 4
 # Largest gathered tap array (elements) built at once; 2^26 floats = 256 MiB.
 MAX_GATHER_ELEMENTS = 1 << 26
+
+
+def _compute_dtype(dtype):
+  # float64 only when asked for (finite-difference checks); else float32.
+  return jnp.float64 if dtype == jnp.float64 else jnp.float32
 
 
 def _axis_samples(start, bin_size, out_len, grid, cap, length):
@@ -39,15 +49,16 @@ def _axis_samples(start, bin_size, out_len, grid, cap, length):
     length: [K] feature-map length along the axis.
   Returns:
     index: [K, out_len, cap, 2] int32 low/high pixel index.
-    weight: [K, out_len, cap, 2] float32 bilinear weight, 0 for samples
+    weight: [K, out_len, cap, 2] bilinear weight (start's dtype), 0 for samples
       past `grid` or outside [-1, length].
   """
-  p = jnp.arange(out_len, dtype=jnp.float32)[None, :, None]
-  g = jnp.arange(cap, dtype=jnp.float32)[None, None, :]
-  gridf = jnp.maximum(grid, 1).astype(jnp.float32)[:, None, None]
+  dt = start.dtype
+  p = jnp.arange(out_len, dtype=dt)[None, :, None]
+  g = jnp.arange(cap, dtype=dt)[None, None, :]
+  gridf = jnp.maximum(grid, 1).astype(dt)[:, None, None]
   b = bin_size[:, None, None]
   pos = start[:, None, None] + p * b + (g + 0.5) * b / gridf
-  n = length.astype(jnp.float32)[:, None, None]
+  n = length.astype(dt)[:, None, None]
   inside = (pos >= -1.0) & (pos <= n) & (g < grid[:, None, None])
   pos = jnp.maximum(pos, 0.0)
   low = jnp.floor(pos)
@@ -62,11 +73,15 @@ def _axis_samples(start, bin_size, out_len, grid, cap, length):
 
 
 def _sample_taps(rois, scale, height, width, output_size, sampling_ratio,
-                 aligned, max_grid):
-  """Per-axis sample taps of every bin: (iy, wy, ix, wx, cap, count); see
-  `_axis_samples` for the shapes."""
+                 aligned, max_grid, roi_grad=False, dtype=jnp.float32):
+  """Per-axis sample taps of every bin: (iy, wy, ix, wx, cap); see
+  `_axis_samples` for the shapes. The weights are differentiable in `rois`
+  only when `roi_grad`."""
   oh, ow = output_size
-  rois = jax.lax.stop_gradient(rois.astype(jnp.float32))
+  rois = rois.astype(dtype)
+  if not roi_grad:
+    rois = jax.lax.stop_gradient(rois)
+  scale = scale.astype(dtype)
   shift = 0.5 if aligned else 0.0
   x1 = rois[:, 0] * scale - shift
   y1 = rois[:, 1] * scale - shift
@@ -87,13 +102,13 @@ def _sample_taps(rois, scale, height, width, output_size, sampling_ratio,
     grid_w = jnp.minimum(jnp.ceil(rw / ow), cap).astype(jnp.int32)
   iy, wy = _axis_samples(y1, bin_h, oh, grid_h, cap, height)
   ix, wx = _axis_samples(x1, bin_w, ow, grid_w, cap, width)
-  wy = wy / jnp.maximum(grid_h, 1).astype(jnp.float32)[:, None, None, None]
-  wx = wx / jnp.maximum(grid_w, 1).astype(jnp.float32)[:, None, None, None]
+  wy = wy / jnp.maximum(grid_h, 1).astype(dtype)[:, None, None, None]
+  wx = wx / jnp.maximum(grid_w, 1).astype(dtype)[:, None, None, None]
   return iy, wy, ix, wx, cap
 
 
 def _roi_align_flat(flat, rois, scale, height, width, offset, output_size,
-                    sampling_ratio, aligned, max_grid):
+                    sampling_ratio, aligned, max_grid, roi_grad=False):
   """Gather kernel over a flattened feature buffer.
 
   Args:
@@ -106,8 +121,10 @@ def _roi_align_flat(flat, rois, scale, height, width, offset, output_size,
     [K, oh, ow, C] in flat's dtype.
   """
   oh, ow = output_size
+  dt = _compute_dtype(flat.dtype)
   iy, wy, ix, wx, cap = _sample_taps(rois, scale, height, width, output_size,
-                                     sampling_ratio, aligned, max_grid)
+                                     sampling_ratio, aligned, max_grid,
+                                     roi_grad, dt)
   k = rois.shape[0]
   taps = cap * 2
   iy = iy.reshape(k, oh, 1, taps, 1)
@@ -121,7 +138,7 @@ def _roi_align_flat(flat, rois, scale, height, width, offset, output_size,
   def gather(idx_w):
     idx, wgt = idx_w
     values = jnp.take(flat, idx, axis=0, mode="clip")
-    return jnp.sum(values.astype(jnp.float32) * wgt[..., None], axis=-2)
+    return jnp.sum(values.astype(dt) * wgt[..., None], axis=-2)
 
   # The gathered taps are materialised before the reduction; bound them by
   # mapping over chunks of RoIs when they would not fit comfortably.
@@ -135,18 +152,19 @@ def _roi_align_flat(flat, rois, scale, height, width, offset, output_size,
 
 
 def _roi_align_dense(features, rois, spatial_scale, output_size,
-                     sampling_ratio, aligned, max_grid):
+                     sampling_ratio, aligned, max_grid, roi_grad=False):
   """Separable dense kernel: out = Ay @ F @ Ax^T per RoI, with Ay [K, oh, H]
   and Ax [K, ow, W] the averaged bilinear taps. Two matmuls forward and
   backward, cheaper than gather + scatter-add on small maps."""
   h, w, _ = features.shape
   k = rois.shape[0]
   const = lambda v: jnp.full((k,), v, jnp.int32)
+  dt = _compute_dtype(features.dtype)
   iy, wy, ix, wx, _ = _sample_taps(
-      rois, jnp.full((k,), spatial_scale, jnp.float32), const(h), const(w),
-      output_size, sampling_ratio, aligned, max_grid)
+      rois, jnp.full((k,), spatial_scale, dt), const(h), const(w),
+      output_size, sampling_ratio, aligned, max_grid, roi_grad, dt)
   dense = lambda idx, wgt, n: jnp.einsum(
-      "kigt,kigtn->kin", wgt, jax.nn.one_hot(idx, n, dtype=jnp.float32))
+      "kigt,kigtn->kin", wgt, jax.nn.one_hot(idx, n, dtype=dt))
   ay = dense(iy, wy, h).astype(features.dtype)
   ax = dense(ix, wx, w).astype(features.dtype)
   cols = jnp.einsum("kjw,hwc->kjhc", ax, features)
@@ -154,7 +172,8 @@ def _roi_align_dense(features, rois, spatial_scale, output_size,
 
 
 def roi_align(features, rois, output_size, spatial_scale, sampling_ratio,
-              aligned=True, max_grid=DEFAULT_MAX_GRID, method="auto"):
+              aligned=True, max_grid=DEFAULT_MAX_GRID, method="auto",
+              roi_grad=False):
   """RoIAlign on one image or a batch.
 
   Args:
@@ -168,13 +187,16 @@ def roi_align(features, rois, output_size, spatial_scale, sampling_ratio,
     max_grid: static cap of the adaptive rule.
     method: "gather", "dense" (separable matmuls, for small maps such as
       the stride-8 semantic feature), or "auto" (by a static cost model).
+    roi_grad: differentiate the output in `rois` too (default: the boxes
+      are constants, as in torchvision and mmcv).
   Returns:
     [K, oh, ow, C] or [B, K, oh, ow, C] in the features' dtype; bins
     outside the map are 0.
   """
   return _align("roi_align", [features], rois,
                 lambda r: jnp.zeros(r.shape[:2], jnp.int32), [spatial_scale],
-                output_size, sampling_ratio, aligned, max_grid, method)
+                output_size, sampling_ratio, aligned, max_grid, method,
+                roi_grad)
 
 
 def map_roi_levels(rois, num_levels, finest_scale=56, mapper="mmdet"):
@@ -214,7 +236,7 @@ def _gather_cost(output_size, sampling_ratio, max_grid):
 def multilevel_roi_align(features, rois, output_size, strides,
                          sampling_ratio, aligned=True, finest_scale=56,
                          max_grid=DEFAULT_MAX_GRID, mapper="mmdet",
-                         method="auto"):
+                         method="auto", roi_grad=False):
   """RoIAlign over FPN levels with level mapping, one image or a batch.
 
   Args:
@@ -223,7 +245,8 @@ def multilevel_roi_align(features, rois, output_size, strides,
     rois: [K, 4] (or [B, K, 4]) boxes in image pixels.
     output_size: int or (oh, ow).
     strides: L ints, the stride of each level (spatial scale 1 / stride).
-    sampling_ratio, aligned, max_grid: as in `roi_align`.
+    sampling_ratio, aligned, max_grid, roi_grad: as in `roi_align` (the
+      level assignment is never differentiated).
     finest_scale: 56 in mmdet (224 / 2^2 in torchvision's terms).
     mapper: "mmdet" or "torchvision" epsilon placement.
     method: "gather" (one gather over all levels and images), "dense"
@@ -239,11 +262,11 @@ def multilevel_roi_align(features, rois, output_size, strides,
                 lambda r: map_roi_levels(r, len(features), finest_scale,
                                          mapper),
                 [1.0 / s for s in strides], output_size, sampling_ratio,
-                aligned, max_grid, method)
+                aligned, max_grid, method, roi_grad)
 
 
 def _align(name, features, rois, level_of, scales, output_size,
-           sampling_ratio, aligned, max_grid, method):
+           sampling_ratio, aligned, max_grid, method, roi_grad):
   """Shared body of `roi_align` and `multilevel_roi_align`.
 
   Args:
@@ -259,7 +282,7 @@ def _align(name, features, rois, level_of, scales, output_size,
   if sampling_ratio < 0:
     raise ValueError(f"roi_align sampling_ratio must be >= 0, got "
                      f"{sampling_ratio}")
-  lvl = level_of(rois)
+  lvl = level_of(jax.lax.stop_gradient(rois))
   method = _pick_method(method, [f.shape[1:3] for f in features],
                         output_size, sampling_ratio, max_grid)
   if method == "dense":
@@ -267,18 +290,18 @@ def _align(name, features, rois, level_of, scales, output_size,
     for i, (f, scale) in enumerate(zip(features, scales)):
       part = jax.vmap(lambda fi, r, scale=scale: _roi_align_dense(
           fi, r, scale, output_size, sampling_ratio, aligned,
-          max_grid))(f, rois)
+          max_grid, roi_grad))(f, rois)
       out = part if len(features) == 1 else out + jnp.where(
           (lvl == i)[..., None, None, None], part, 0)
     out = out.astype(features[0].dtype)
   else:
     out = _roi_align_levels(features, rois, lvl, scales, output_size,
-                            sampling_ratio, aligned, max_grid)
+                            sampling_ratio, aligned, max_grid, roi_grad)
   return out if batched else out[0]
 
 
 def _roi_align_levels(features, rois, lvl, scales, output_size,
-                      sampling_ratio, aligned, max_grid):
+                      sampling_ratio, aligned, max_grid, roi_grad):
   """One gather over every level of every image.
 
   A vmap of the single-image gather becomes a batched gather, which XLA's
@@ -308,7 +331,7 @@ def _roi_align_levels(features, rois, lvl, scales, output_size,
   out = _roi_align_flat(
       flat, flatten(rois), flatten(pick(scales, jnp.float32)),
       flatten(height), flatten(width), flatten(offset), output_size,
-      sampling_ratio, aligned, max_grid)
+      sampling_ratio, aligned, max_grid, roi_grad)
   return out.reshape(bsz, k, *out.shape[1:])
 
 

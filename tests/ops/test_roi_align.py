@@ -135,3 +135,119 @@ def test_bad_input_raises_clear_error(bad):
   with pytest.raises(ValueError, match="roi_align"):
     jax.jit(lambda f, r: ops.roi_align(f, r, bad["output_size"], 1.0, 2))(
         bad["features"], bad["rois"])
+
+
+def _sample_positions(rois, size, scale, sr):
+  """Per-axis sample coordinates of every RoI (torchvision's formula), to
+  keep finite-difference boxes away from the kinks of bilinear sampling."""
+  oh, ow = size
+  out = []
+  for x1, y1, x2, y2 in rois.astype(np.float64):
+    axes = []
+    for lo, hi, n in ((y1, y2, oh), (x1, x2, ow)):
+      start, length = lo * scale - 0.5, (hi - lo) * scale
+      g = sr if sr > 0 else int(np.ceil(length / n))
+      b = length / n
+      axes.append((start + np.arange(n)[:, None] * b +
+                   (np.arange(g)[None] + 0.5) * b / g).ravel())
+      axes.append(np.array([length / n]))  # the adaptive count's argument
+    out.append(np.concatenate(axes))
+  return out
+
+
+def _smooth_rois(rng, k, extent, size, scale, sr, margin=0.02):
+  rois = []
+  while len(rois) < k:
+    xy = rng.uniform(-0.1 * extent, 0.8 * extent, size=2)
+    wh = rng.uniform(0.05 * extent, 0.6 * extent, size=2)
+    r = np.concatenate([xy, xy + wh])
+    pos = _sample_positions(r[None], size, scale, sr)[0]
+    if np.min(np.abs(pos - np.round(pos))) > margin:
+      rois.append(r)
+  return np.stack(rois)
+
+
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+@pytest.mark.parametrize("method", ["gather", "dense"])
+def test_roi_grad_matches_finite_differences(sampling_ratio, method):
+  size, scale = (5, 4), 0.25
+  rng = np.random.default_rng(11 + sampling_ratio)
+  feat = rng.normal(size=(12, 14, 3))
+  rois = _smooth_rois(rng, 6, 52.0, size, scale, sampling_ratio)
+  cot = rng.normal(size=(6, *size, 3))
+  with jax.enable_x64(True):
+    f64, r64, c64 = (jnp.asarray(a, jnp.float64) for a in (feat, rois, cot))
+    loss = lambda r: jnp.sum(ops.roi_align(
+        f64, r, size, scale, sampling_ratio, method=method,
+        roi_grad=True) * c64)
+    grad = np.asarray(jax.grad(loss)(r64))
+    eps = 1e-6
+    fd = np.zeros_like(rois)
+    for i in np.ndindex(*rois.shape):
+      d = np.zeros_like(rois)
+      d[i] = eps
+      fd[i] = (float(loss(r64 + d)) - float(loss(r64 - d))) / (2 * eps)
+  assert np.abs(fd).max() > 0.1
+  np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-7)
+
+
+def test_roi_grad_default_off_and_forward_unchanged():
+  rng = np.random.default_rng(12)
+  feat = rng.normal(size=(16, 16, 4)).astype(np.float32)
+  rois = _random_rois(rng, 20, 60.0)
+  call = lambda r, g: ops.roi_align(feat, r, 7, 0.25, 0, roi_grad=g)
+  np.testing.assert_allclose(np.asarray(call(rois, True)),
+                             _torch_ref(feat, rois, 7, 0.25, 0, True),
+                             atol=1e-4)
+  off = jax.grad(lambda r: jnp.sum(call(r, False)))(rois)
+  assert not np.any(np.asarray(off))
+
+
+@pytest.mark.parametrize("roi_grad", [False, True])
+@pytest.mark.parametrize("method", ["gather", "dense"])
+def test_feature_grad_matches_torch_autograd(roi_grad, method):
+  rng = np.random.default_rng(13)
+  feat = rng.normal(size=(15, 17, 3)).astype(np.float32)
+  rois = _random_rois(rng, 25, 70.0)
+  cot = rng.normal(size=(25, 7, 6, 3)).astype(np.float32)
+  grad = jax.grad(lambda f: jnp.sum(ops.roi_align(
+      f, rois, (7, 6), 0.25, 0, method=method, roi_grad=roi_grad) * cot))(
+          feat)
+  tf = torch.tensor(feat).permute(2, 0, 1)[None].requires_grad_()
+  out = torchvision.ops.roi_align(tf, [torch.tensor(rois)], (7, 6), 0.25, 0,
+                                  True)
+  (out * torch.tensor(cot).permute(0, 3, 1, 2)).sum().backward()
+  ref = tf.grad[0].permute(1, 2, 0).numpy()
+  np.testing.assert_allclose(np.asarray(grad), ref, atol=1e-4)
+
+
+def test_multilevel_roi_grad_matches_finite_differences():
+  rng = np.random.default_rng(14)
+  strides = (4, 8)
+  feats = [rng.normal(size=(64 // s, 64 // s, 2)) for s in strides]
+  # Three boxes per level, each smooth at its own level's scale.
+  picked = {0: [], 1: []}
+  while min(len(v) for v in picked.values()) < 3:
+    cand = _smooth_rois(rng, 1, 40.0, (7, 7), 0.25, 0)
+    lvl = int(ops.map_roi_levels(jnp.asarray(cand), 2, 8)[0])
+    pos = _sample_positions(cand, (7, 7), 1.0 / strides[lvl], 0)[0]
+    if np.min(np.abs(pos - np.round(pos))) > 0.02 and len(picked[lvl]) < 3:
+      picked[lvl].append(cand[0])
+  rois = np.stack(picked[0] + picked[1])
+  cot = rng.normal(size=(6, 7, 7, 2))
+  with jax.enable_x64(True):
+    fs = [jnp.asarray(f, jnp.float64) for f in feats]
+    c64 = jnp.asarray(cot)
+    loss = lambda r: jnp.sum(ops.multilevel_roi_align(
+        fs, r, 7, strides, 0, finest_scale=8, method="gather",
+        roi_grad=True) * c64)
+    r64 = jnp.asarray(rois)
+    grad = np.asarray(jax.grad(loss)(r64))
+    eps = 1e-6
+    fd = np.zeros_like(rois)
+    for i in np.ndindex(*rois.shape):
+      d = np.zeros_like(rois)
+      d[i] = eps
+      fd[i] = (float(loss(r64 + d)) - float(loss(r64 - d))) / (2 * eps)
+  assert np.abs(fd).max() > 0.1
+  np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-7)
