@@ -135,17 +135,21 @@ def scnet_model():
 def mnc_model():
   """MNC (Dai, He and Sun 2016) on R-50-FPN, with the authors' choices
   (`daijifeng001/MNC`, lib/mnc_config.py, mnc_5stage.yml): 300 proposals
-  whose boxes keep their gradient, 64 RoIs per image with 30 % foreground
+  whose boxes keep their gradient (each delta's bounded by 1 / 512), 64 RoIs per image with 30 % foreground
   at IoU 0.5 (no low-quality matches), stage-3 pathways of 2 FC 4096, mask
   BCE x2; test: 5-stage inference, NMS 0.3, masks voted and binarised at
   0.4. roi_heads.train_stages (3 or 5) is the paper's 3- vs 5-stage
   training."""
   m = _common_model()
-  m.rpn = _rpn(train_post_nms=300, test_post_nms=300, box_grad=True)
+  # The authors bound each box-delta gradient from the boxes by 1 / 512
+  # (proposal_layer.py and stage_bridge_layer.py, clip_base 512).
+  m.rpn = _rpn(train_post_nms=300, test_post_nms=300, box_grad=True,
+               box_grad_clip=1.0 / 512)
   m.roi_heads = _roi_heads(
       "mnc", num_samples=64, pos_fraction=0.3, match_low_quality=False,
       fc_dim=4096, mask_fc_dim=256, mask_loss_weight=2.0, train_stages=3,
-      test_stages=5, box_grad=True, vote_iou=0.5, max_voters=64)
+      test_stages=5, box_grad=True, box_grad_clip=1.0 / 512, vote_iou=0.5,
+      max_voters=64)
   # The mask head is two FCs, not an FCN.
   del m.roi_heads["mask_num_convs"], m.roi_heads["mask_conv_to_res"]
   m.test = _test(0.001)
@@ -297,9 +301,13 @@ def mnc_coco(depth, train_stages):
 
 
 def mnc_tiny_shapes(train_stages):
-  """The tiny MNC: the tiny_shapes model with MNC's 64 RoIs per image."""
+  """The tiny MNC: the tiny_shapes model (32 RoIs per image, 30 %
+  foreground), with as many steps as fit in about 10 minutes on 2 CPU
+  cores: 1000 for 3-stage training, 650 for 5-stage (a step costs 1.55x,
+  the RoI heads running twice)."""
   c = tiny_shapes("mnc")
   if train_stages != 3:
     c.model_name = f"mnc_{train_stages}stage_tiny_shapes"
-  c.model.roi_heads.update(num_samples=64, train_stages=train_stages)
+  c.model.roi_heads.train_stages = train_stages
+  c.total_steps = 1000 if train_stages == 3 else 650
   return c

@@ -54,7 +54,7 @@ def rpn_loss(keys, logits, deltas, anchors, inside, gt_boxes, gt_valid, cfg,
 
 def proposals(level_logits, level_deltas, level_anchors, image_hw, pre_nms,
               post_nms, nms_iou, delta_clamp="symmetric", min_size=0.0,
-              box_grad=False):
+              box_grad=False, box_grad_clip=0.0):
   """Per-level top-k, decode, clip, NMS within each level, top-k overall.
 
   Args:
@@ -69,6 +69,8 @@ def proposals(level_logits, level_deltas, level_anchors, image_hw, pre_nms,
       (torchvision: 1e-3); 0 drops only empty boxes (mmdet >= 2.1x).
     box_grad: the boxes keep their gradient in level_deltas (MNC); which
       boxes are kept (top-k, NMS) is not differentiated either way.
+    box_grad_clip: > 0 bounds each delta's gradient from the boxes to
+      [-box_grad_clip, box_grad_clip] (the authors' MNC: 1 / 512).
   Returns:
     boxes [B, post_nms, 4] float32 (no gradient unless box_grad), valid
     [B, post_nms] bool, scores [B, post_nms] float32.
@@ -79,6 +81,8 @@ def proposals(level_logits, level_deltas, level_anchors, image_hw, pre_nms,
     k = min(pre_nms, lg.shape[1])
     top, idx = jax.lax.top_k(lg, k)
     d = jnp.take_along_axis(dl, idx[..., None], axis=1)
+    if box_grad:
+      d = ops.clip_gradient(d, box_grad_clip)
     a = jnp.asarray(an)[idx]
     boxes.append(ops.decode_deltas(a, d, image_hw=image_hw,
                                    clamp=delta_clamp))

@@ -70,6 +70,9 @@ class MNCRoIHeads(StandardRoIHeads, kw_only=True):
   # RoIAlign differentiated in the RoI coordinates (the paper's RoI
   # warping); False trains with the boxes as constants.
   box_grad: bool = True
+  # > 0: each stage-3 delta's gradient from the moved boxes bounded by it
+  # (the authors' stage bridge: 1 / 512).
+  box_grad_clip: float = 0.0
   vote_iou: float = 0.5
   max_voters: int = 64
 
@@ -164,6 +167,7 @@ class MNCRoIHeads(StandardRoIHeads, kw_only=True):
     in rois and deltas."""
     best = jnp.argmax(cls[..., :self.num_classes], axis=-1)
     d = jnp.take_along_axis(deltas, best[..., None, None], axis=2)[:, :, 0]
+    d = ops.clip_gradient(d, self.box_grad_clip)
     return ops.decode_deltas(rois, d, stds=self.stage_target_stds[0],
                              image_hw=image_hw, clamp=self.delta_clamp)
 
