@@ -135,11 +135,12 @@ def scnet_model():
 def mnc_model():
   """MNC (Dai, He and Sun 2016) on R-50-FPN, with the authors' choices
   (`daijifeng001/MNC`, lib/mnc_config.py, mnc_5stage.yml): 300 proposals
-  whose boxes keep their gradient (each delta's bounded by 1 / 512), 64 RoIs per image with 30 % foreground
-  at IoU 0.5 (no low-quality matches), stage-3 pathways of 2 FC 4096, mask
-  BCE x2; test: 5-stage inference, NMS 0.3, masks voted and binarised at
-  0.4. roi_heads.train_stages (3 or 5) is the paper's 3- vs 5-stage
-  training."""
+  whose boxes keep their gradient (each delta's bounded by 1 / 512), 64
+  RoIs per image with 30 % foreground at IoU 0.5 (no low-quality
+  matches), stage-3 pathways of 2 FC 4096, mask BCE x2; test: 5-stage
+  inference, NMS 0.3, masks voted and binarised at 0.4.
+  roi_heads.train_stages (3 or 5) is the paper's 3- vs 5-stage training;
+  mask_size 21 is the authors' code."""
   m = _common_model()
   # The authors bound each box-delta gradient from the boxes by 1 / 512
   # (proposal_layer.py and stage_bridge_layer.py, clip_base 512).
