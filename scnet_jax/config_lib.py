@@ -134,10 +134,36 @@ def scnet_model():
   return m
 
 
+def mnc_model():
+  """MNC (Dai, He and Sun 2016) on R-50-FPN, with the authors' choices
+  (`daijifeng001/MNC`, lib/mnc_config.py, mnc_5stage.yml): 300 proposals
+  whose boxes keep their gradient (each delta's bounded by 1 / 512), 64
+  RoIs per image with 30 % foreground at IoU 0.5 (no low-quality
+  matches), stage-3 pathways of 2 FC 4096, mask BCE x2; test: 5-stage
+  inference, NMS 0.3, masks voted and binarised at 0.4.
+  roi_heads.train_stages (3 or 5) is the paper's 3- vs 5-stage training;
+  mask_size 21 is the authors' code."""
+  m = _common_model()
+  # The authors bound each box-delta gradient from the boxes by 1 / 512
+  # (proposal_layer.py and stage_bridge_layer.py, clip_base 512).
+  m.rpn = _rpn(train_post_nms=300, test_post_nms=300, box_grad=True,
+               box_grad_clip=1.0 / 512)
+  m.roi_heads = _roi_heads(
+      "mnc", num_samples=64, pos_fraction=0.3, match_low_quality=False,
+      fc_dim=4096, mask_fc_dim=256, mask_loss_weight=2.0, train_stages=3,
+      test_stages=5, box_grad=True, box_grad_clip=1.0 / 512, vote_iou=0.5,
+      max_voters=64)
+  # The mask head is two FCs, not an FCN.
+  del m.roi_heads["mask_num_convs"], m.roi_heads["mask_conv_to_res"]
+  m.test = _test(0.001)
+  m.test.update(nms_iou=0.3, mask_thr=0.4)
+  return m
+
+
 # Base models by name: the configs and the tests start from these.
 SYSTEMS = {"mask_rcnn": mask_rcnn_model,
            "cascade_mask_rcnn": cascade_mask_rcnn_model,
-           "htc": htc_model, "scnet": scnet_model}
+           "htc": htc_model, "scnet": scnet_model, "mnc": mnc_model}
 
 
 def get_base(system):
@@ -247,7 +273,8 @@ def tiny_shapes(system):
   d.flip_prob = 0.5
   # 4 of SCNet's 12 mask-head convs: the 12-conv head alone costs 60% of a
   # CPU step at this size.
-  c.model.roi_heads.mask_num_convs = 4
+  if "mask_num_convs" in c.model.roi_heads:
+    c.model.roi_heads.mask_num_convs = 4
   c.global_batch = 8
   c.base_lr = 0.02
   c.base_batch = 8
@@ -261,4 +288,36 @@ def tiny_shapes(system):
   c.log_every = 50
   c.eval_batch_per_device = 8
   c.visualize_at_end = 6
+  return c
+
+
+def mnc_coco(depth, train_stages):
+  """MNC R-`depth`-FPN on COCO with the authors' solver scaled to our
+  batch: lr 0.001 per 8 images, momentum 0.9, weight decay 5e-4, one
+  decay (x0.1) at 80 % of the run (20k of 25k iterations in
+  models/VGG16/mnc_5stage/solver.prototxt), over 20 epochs (the length
+  of SCNet's 20e runs; the paper's COCO schedule is not public)."""
+  c = get_base("mnc")
+  stages = "" if train_stages == 3 else f"_{train_stages}stage"
+  c.model_name = f"mnc_r{depth}_fpn{stages}_coco"
+  c.model.backbone.depth = depth
+  c.model.roi_heads.train_stages = train_stages
+  c.base_lr = 0.001
+  c.base_batch = 8
+  c.weight_decay = 5e-4
+  c.num_epochs = 20
+  c.lr_decay_epochs = (16,)
+  return c
+
+
+def mnc_tiny_shapes(train_stages):
+  """The tiny MNC: the tiny_shapes model (32 RoIs per image, 30 %
+  foreground), with as many steps as fit in about 10 minutes on 2 CPU
+  cores: 1000 for 3-stage training, 650 for 5-stage (a step costs 1.55x,
+  the RoI heads running twice)."""
+  c = tiny_shapes("mnc")
+  if train_stages != 3:
+    c.model_name = f"mnc_{train_stages}stage_tiny_shapes"
+  c.model.roi_heads.train_stages = train_stages
+  c.total_steps = 1000 if train_stages == 3 else 650
   return c

@@ -14,6 +14,7 @@ from scnet_jax.models.dense_heads.rpn_head import RPNHead
 from scnet_jax.models.necks.fpn import FPN
 from scnet_jax.models.roi_heads.cascade import CascadeRoIHeads
 from scnet_jax.models.roi_heads.htc import HTCRoIHeads
+from scnet_jax.models.roi_heads.mnc import MNCRoIHeads
 from scnet_jax.models.roi_heads.scnet import SCNetRoIHeads
 from scnet_jax.models.roi_heads.standard import StandardRoIHeads
 
@@ -21,7 +22,7 @@ BACKBONES = {"resnet": ResNet}
 NECKS = {"fpn": FPN}
 DENSE_HEADS = {"rpn": RPNHead}
 ROI_HEADS = {"standard": StandardRoIHeads, "cascade": CascadeRoIHeads,
-             "htc": HTCRoIHeads, "scnet": SCNetRoIHeads}
+             "htc": HTCRoIHeads, "scnet": SCNetRoIHeads, "mnc": MNCRoIHeads}
 
 
 def part_class(registry, section, cfg):

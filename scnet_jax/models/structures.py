@@ -83,7 +83,8 @@ class GroundTruth:
 
 @flax.struct.dataclass
 class Proposals:
-  """RPN output: boxes [B, P, 4] float32 (no gradient), valid [B, P] bool,
+  """RPN output: boxes [B, P, 4] float32 (no gradient unless the RPN's
+  box_grad; MNC back-propagates through them), valid [B, P] bool,
   scores [B, P] float32 objectness probabilities; valid rows first, in
   decreasing score order."""
   boxes: jnp.ndarray

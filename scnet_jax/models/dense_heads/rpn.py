@@ -54,7 +54,7 @@ def rpn_loss(keys, logits, deltas, anchors, inside, gt_boxes, gt_valid, cfg,
 
 def proposals(level_logits, level_deltas, level_anchors, image_hw, pre_nms,
               post_nms, nms_iou, delta_clamp="symmetric", min_size=0.0,
-              level_valid=None):
+              level_valid=None, box_grad=False, box_grad_clip=0.0):
   """Per-level top-k, decode, clip, NMS within each level, top-k overall.
 
   Args:
@@ -70,9 +70,13 @@ def proposals(level_logits, level_deltas, level_anchors, image_hw, pre_nms,
     level_valid: list of [B, N_l] bool, the anchors on each image's canvas
       (ops.valid_flags), or None (all): the others take part in nothing,
       as if the map ended at the canvas.
+    box_grad: the boxes keep their gradient in level_deltas (MNC); which
+      boxes are kept (top-k, NMS) is not differentiated either way.
+    box_grad_clip: > 0 bounds each delta's gradient from the boxes to
+      [-box_grad_clip, box_grad_clip] (the authors' MNC: 1 / 512).
   Returns:
-    boxes [B, post_nms, 4] float32 (no gradient), valid [B, post_nms] bool,
-    scores [B, post_nms] float32.
+    boxes [B, post_nms, 4] float32 (no gradient unless box_grad), valid
+    [B, post_nms] bool, scores [B, post_nms] float32.
   """
   boxes, scores, levels, selected = [], [], [], []
   if level_valid is None:
@@ -83,12 +87,15 @@ def proposals(level_logits, level_deltas, level_anchors, image_hw, pre_nms,
     top, idx = jax.lax.top_k(jnp.where(lv, lg, -jnp.inf), k)
     selected.append(jnp.take_along_axis(lv, idx, axis=1))
     d = jnp.take_along_axis(dl, idx[..., None], axis=1)
+    if box_grad:
+      d = ops.clip_gradient(d, box_grad_clip)
     a = jnp.asarray(an)[idx]
     boxes.append(ops.decode_deltas(a, d, image_hw=image_hw,
                                    clamp=delta_clamp))
     scores.append(jax.nn.sigmoid(jnp.where(selected[-1], top, 0.0)))
     levels.append(jnp.full((k,), lvl, jnp.int32))
-  boxes = jax.lax.stop_gradient(jnp.concatenate(boxes, axis=1))
+  decoded = jnp.concatenate(boxes, axis=1)
+  boxes = jax.lax.stop_gradient(decoded)
   scores = jax.lax.stop_gradient(jnp.concatenate(scores, axis=1))
   levels = jnp.concatenate(levels)
   w = boxes[..., 2] - boxes[..., 0]
@@ -97,11 +104,11 @@ def proposals(level_logits, level_deltas, level_anchors, image_hw, pre_nms,
       (w > 0) & (h > 0)
   nondegenerate = nondegenerate & jnp.concatenate(selected, axis=1)
 
-  def per_image(b, s, v):
+  def per_image(b, out, s, v):
     keep, num = ops.batched_nms(b, s, levels, nms_iou, post_nms, valid=v)
     safe = jnp.maximum(keep, 0)
-    return b[safe], s[safe], jnp.arange(post_nms) < num
+    return out[safe], s[safe], jnp.arange(post_nms) < num
 
-  out_boxes, out_scores, valid = jax.vmap(per_image)(boxes, scores,
-                                                      nondegenerate)
+  out_boxes, out_scores, valid = jax.vmap(per_image)(
+      boxes, decoded if box_grad else boxes, scores, nondegenerate)
   return out_boxes, valid, out_scores

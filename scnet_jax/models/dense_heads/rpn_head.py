@@ -41,6 +41,10 @@ class RPNHead(nn.Module, kw_only=True):
   test_post_nms: int = 1000
   nms_iou: float = 0.7
   min_box_size: float = 0.0
+  # The proposal boxes keep their gradient in the regression output, for
+  # RoI heads that back-propagate through box coordinates (MNC).
+  box_grad: bool = False
+  box_grad_clip: float = 0.0        # > 0: element-wise bound of that grad
   delta_clamp: str = "symmetric"
   dtype: Any = jnp.float32
   axis_name: Optional[str] = None
@@ -94,7 +98,9 @@ class RPNHead(nn.Module, kw_only=True):
     boxes, valid, scores = rpn.proposals(
         [o[0] for o in outputs], [o[1] for o in outputs],
         anchors, image_hw, pre, post, self.nms_iou,
-        self.delta_clamp, self.min_box_size, self.valid_flags(feats, image_hw))
+        self.delta_clamp, self.min_box_size,
+        self.valid_flags(feats, image_hw), box_grad=self.box_grad,
+        box_grad_clip=self.box_grad_clip)
     return Proposals(boxes=boxes, valid=valid, scores=scores)
 
   def loss_and_proposals(self, feats, gt, image_hw, image_keys):

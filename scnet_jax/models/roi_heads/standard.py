@@ -129,6 +129,12 @@ class StandardRoIHeads(nn.Module, kw_only=True):
   def num_mask_heads(self):
     return self.num_stages
 
+  @property
+  def roi_box_grad(self):
+    """Whether RoIAlign is differentiated in the RoI coordinates (MNC's
+    RoI warping); here the RoIs are constants."""
+    return False
+
   def loss_name(self, stage, name):
     return name if self.num_stages == 1 else f"s{stage}.{name}"
 
@@ -239,11 +245,12 @@ class StandardRoIHeads(nn.Module, kw_only=True):
     x = ops.multilevel_roi_align(
         feats[:self.num_roi_levels], rois, size, strides,
         self.sampling_ratio, self.aligned, self.finest_scale,
-        self.level_mapper, canvas_hw=canvas_hw)
+        self.level_mapper, roi_grad=self.roi_box_grad, canvas_hw=canvas_hw)
     if ctx.semantic is not None:
       s = ops.roi_align(ctx.semantic, rois, self.mask_roi_size,
                         1.0 / ctx.semantic_stride, self.sampling_ratio,
-                        self.aligned, canvas_hw=canvas_hw)
+                        self.aligned, roi_grad=self.roi_box_grad,
+                        canvas_hw=canvas_hw)
       if size != self.mask_roi_size:  # adaptive_avg_pool2d 14 -> 7
         f = self.mask_roi_size // size
         s = s.reshape(*s.shape[:2], size, f, size, f, -1).mean(axis=(3, 5))
@@ -265,21 +272,30 @@ class StandardRoIHeads(nn.Module, kw_only=True):
     """Forward of box stage `stage` on its samples; adds its weighted
     loss_cls and loss_bbox to `losses`; returns the BoxStage."""
     cls, deltas, shared = self.box_forward(stage, feats, smp.rois, ctx)
+    cls_loss, box_loss = self.box_losses(stage, smp, cls, deltas)
+    losses[self.loss_name(stage, "loss_cls")] = cls_loss
+    losses[self.loss_name(stage, "loss_bbox")] = box_loss
+    return BoxStage(samples=smp, deltas=deltas, shared=shared)
+
+  def box_losses(self, stage, smp, cls, deltas):
+    """(loss_cls, loss_bbox) of samples smp, weighted as box stage
+    `stage`, from class logits cls [B, S, C + 1] and deltas [B, S, 4 | C,
+    4]. The regression targets are constants of the RoIs, whether or not
+    the RoIs carry a gradient (MNC's do)."""
     valid, is_pos = smp.valid, smp.is_pos
     norm = normalizer(jnp.sum(valid), self.axis_name)
     cls_loss = jnp.sum(softmax_ce(cls, smp.labels) * valid) / norm
     pos = is_pos[..., None]
     targets = jnp.where(pos, ops.encode_deltas(
-        smp.rois, smp.target_boxes, stds=self.stage_target_stds[stage]), 0.)
+        jax.lax.stop_gradient(smp.rois), smp.target_boxes,
+        stds=self.stage_target_stds[stage]), 0.)
     # Zero the non-positive rows before the loss: padding rows encode 0/0,
     # whose NaN would leak into the gradient through `where`.
     diff = jnp.where(pos, self.class_deltas(deltas, smp.labels) - targets,
                      0.0)
     box_loss = jnp.sum(smooth_l1(diff, self.loss_bbox_beta)) / norm
     w = self.stage_loss_weights[stage]
-    losses[self.loss_name(stage, "loss_cls")] = w * cls_loss
-    losses[self.loss_name(stage, "loss_bbox")] = w * box_loss
-    return BoxStage(samples=smp, deltas=deltas, shared=shared)
+    return w * cls_loss, w * box_loss
 
   def class_deltas(self, deltas, labels):
     """[B, K, 4 | C, 4] deltas -> [B, K, 4] those of each row's label
@@ -314,7 +330,7 @@ class StandardRoIHeads(nn.Module, kw_only=True):
     bsz, k = pos.rois.shape[:2]
     logits = logits.reshape(bsz, k, *logits.shape[1:])
     labels = jnp.minimum(pos.labels, self.num_classes - 1)
-    clipped = ops.clip_boxes(pos.rois, image_hw)
+    clipped = ops.clip_boxes(jax.lax.stop_gradient(pos.rois), image_hw)
     targets = jax.vmap(lambda cr, wn, b, gi: ops.mask_targets(
         cr, wn, b, gi, self.mask_size, self.mask_target_sampling_ratio))(
             gt.mask_crops, gt.mask_windows, clipped, pos.gt_index)
