@@ -132,10 +132,35 @@ def scnet_model():
   return m
 
 
+def _sfpn_neck():
+  """SFPN (necks/sfpn.py, a reconstruction): FPN plus HTC's fused semantic
+  head whose embedding is added to every level; alpha = loss_weight."""
+  return ml_collections.ConfigDict(dict(
+      type="sfpn", channels=256, strides=(4, 8, 16, 32, 64),
+      semantic_head=_semantic_head()))
+
+
+def mask_rcnn_sfpn_model():
+  """Mask R-CNN R-50 with SFPN (published 39.3 box / 35.8 mask AP)."""
+  m = mask_rcnn_model()
+  m.neck = _sfpn_neck()
+  return m
+
+
+def cascade_mask_rcnn_sfpn_model():
+  """Cascade Mask R-CNN with SFPN (published, Cascade R-CNN R-101: 43.5
+  box AP)."""
+  m = cascade_mask_rcnn_model()
+  m.neck = _sfpn_neck()
+  return m
+
+
 # Base models by name: the configs and the tests start from these.
 SYSTEMS = {"mask_rcnn": mask_rcnn_model,
            "cascade_mask_rcnn": cascade_mask_rcnn_model,
-           "htc": htc_model, "scnet": scnet_model}
+           "htc": htc_model, "scnet": scnet_model,
+           "mask_rcnn_sfpn": mask_rcnn_sfpn_model,
+           "cascade_mask_rcnn_sfpn": cascade_mask_rcnn_sfpn_model}
 
 
 def get_base(system):
@@ -212,8 +237,9 @@ def tiny(c, num_classes=4, image_size=128):
   # 32 RoIs per image (8 positive slots): RoI heads dominate a CPU step,
   # and these images hold at most a handful of objects.
   m.roi_heads.update(num_samples=32, fc_dim=128, sampling_ratio=2)
-  if "semantic_head" in m.roi_heads:
-    m.roi_heads.semantic_head.num_classes = num_classes + 1
+  for section in (m.roi_heads, m.neck):
+    if "semantic_head" in section:
+      section.semantic_head.num_classes = num_classes + 1
   m.test.update(max_per_img=20, pre_nms_topk=1000)
   c.data.buckets = ((image_size, image_size),)
   c.data.image_scale = (image_size, image_size)

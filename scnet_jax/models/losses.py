@@ -38,3 +38,16 @@ def normalizer(count, axis_name=None):
   if axis_name is not None:
     count = jax.lax.pmean(count, axis_name)
   return jnp.maximum(count, 1.0)
+
+
+def semantic_ce(logits, gt, ignore_label, axis_name=None):
+  """Per-pixel softmax CE, the mean over the pixels whose label is not
+  ignore_label (mmdet 2.8's semantic loss, how HTC and SCNet were trained).
+
+  logits: [B, H, W, K]; gt: [B, H, W] integer labels -> float32 scalar.
+  """
+  gt = gt.astype(jnp.int32)
+  keep = gt != ignore_label
+  ce = softmax_ce(logits, jnp.where(keep, gt, 0))
+  norm = normalizer(jnp.sum(keep), axis_name)
+  return jnp.sum(jnp.where(keep, ce, 0.0)) / norm

@@ -80,16 +80,24 @@ class TwoStageDetector(nn.Module, kw_only=True):
     """The batch entries `loss` (train) or `predict` reads."""
     if not train:
       return IMAGE_KEYS
-    roi_cls = registry.part_class(registry.ROI_HEADS, "roi_heads",
-                                  self.cfg.roi_heads)
-    return IMAGE_KEYS + roi_cls.train_batch_keys(self.cfg.roi_heads)
+    keys = IMAGE_KEYS
+    for section, reg in (("neck", registry.NECKS),
+                         ("roi_heads", registry.ROI_HEADS)):
+      cls = registry.part_class(reg, section, self.cfg[section])
+      keys += tuple(k for k in cls.train_batch_keys(self.cfg[section])
+                    if k not in keys)
+    return keys
 
-  def features(self, image):
-    """[B, H, W, 3] uint8 pixels -> the neck's levels [B, H_l, W_l, C]."""
+  def backbone_features(self, image):
+    """[B, H, W, 3] uint8 pixels -> the backbone's C2..C5."""
     mean = jnp.asarray(self.cfg.pixel_mean, jnp.float32)
     std = jnp.asarray(self.cfg.pixel_std, jnp.float32)
     x = (image.astype(jnp.float32) - mean) / std
-    return self.neck(self.backbone(x))
+    return self.backbone(x)
+
+  def features(self, image):
+    """[B, H, W, 3] uint8 pixels -> the neck's levels [B, H_l, W_l, C]."""
+    return self.neck(self.backbone_features(image))
 
   def loss(self, batch):
     """Named float32 losses (weights applied); the total is their sum."""
@@ -97,9 +105,11 @@ class TwoStageDetector(nn.Module, kw_only=True):
     keys = image_keys(self.make_rng("sample"), index)
     gt = GroundTruth.from_batch(batch)
     image_hw = batch["image_hw"]
-    feats = self.features(batch["image"])
-    losses, proposals = self.rpn_head.loss_and_proposals(feats, gt,
-                                                         image_hw, keys)
+    feats, losses = self.neck.loss(self.backbone_features(batch["image"]),
+                                   gt, self.axis_name)
+    rpn_losses, proposals = self.rpn_head.loss_and_proposals(feats, gt,
+                                                             image_hw, keys)
+    losses.update(rpn_losses)
     losses.update(self.roi_heads.loss(feats, proposals, gt, image_hw, keys))
     return losses
 

@@ -1,5 +1,11 @@
 """FPN (mmdet `FPN`, add_extra_convs=False): P2..P5 from C2..C5, plus
-P6 = P5[::2, ::2] (max-pool with kernel 1, stride 2)."""
+P6 = P5[::2, ::2] (max-pool with kernel 1, stride 2).
+
+Every neck answers two calls: `__call__(inputs)` -> levels (test), and
+`loss(inputs, gt, axis_name)` -> (levels, its own named losses) in
+training; `train_batch_keys(cfg)` names the batch keys that loss reads.
+FPN has no loss of its own; SFPN (necks/sfpn.py) has one.
+"""
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -17,17 +23,33 @@ class FPN(nn.Module, kw_only=True):
   strides: Sequence[int] = (4, 8, 16, 32, 64)
   dtype: Any = jnp.float32
 
+  @classmethod
+  def train_batch_keys(cls, cfg):
+    """Batch keys `loss` reads besides the image."""
+    del cfg
+    return ()
+
   @nn.compact
   def __call__(self, inputs):
-    conv = lambda k, name: Conv(
-        self.channels, (k, k), padding=((k // 2, k // 2),) * 2,
-        kernel_init=xavier_uniform, dtype=self.dtype, name=name)
-    laterals = [conv(1, f"lateral_convs_{i}")(x) for i, x in
+    laterals = [self.conv(1, f"lateral_convs_{i}")(x) for i, x in
                 enumerate(inputs)]
     for i in range(len(laterals) - 1, 0, -1):
       up = jnp.repeat(jnp.repeat(laterals[i], 2, axis=1), 2, axis=2)
       laterals[i - 1] = laterals[i - 1] + up
-    outs = [conv(3, f"fpn_convs_{i}")(x) for i, x in enumerate(laterals)]
+    outs = [self.output_conv(i, x) for i, x in enumerate(laterals)]
     while len(outs) < len(self.strides):
       outs.append(outs[-1][:, ::2, ::2])
     return outs
+
+  def loss(self, inputs, gt, axis_name=None):
+    """(levels, {}): FPN trains only through the heads' losses."""
+    del gt, axis_name
+    return self(inputs), {}
+
+  def conv(self, k, name):
+    return Conv(self.channels, (k, k), padding=((k // 2, k // 2),) * 2,
+                kernel_init=xavier_uniform, dtype=self.dtype, name=name)
+
+  def output_conv(self, i, x):
+    """The output module of level i (a 3x3 conv; MSFEM replaces it)."""
+    return self.conv(3, f"fpn_convs_{i}")(x)
