@@ -104,3 +104,32 @@ class Deconv2x2(nn.Module):
     y = jnp.einsum("nijc,abco->niajbo", x, kernel.astype(self.dtype))
     n, h, _, w, _, o = y.shape
     return y.reshape(n, 2 * h, 2 * w, o) + bias.astype(self.dtype)
+
+
+class ConvGN(nn.Module):
+  """Conv -> GroupNorm -> optional ReLU ('same' padding for odd kernels;
+  mmcv ConvModule with norm_cfg=GN, which drops the conv bias unless
+  `use_bias`).
+
+  x: [..., H, W, Cin] -> [..., ceil(H / stride), ceil(W / stride),
+  features].
+  """
+  features: int
+  kernel_size: int = 3
+  stride: int = 1
+  use_bias: bool = False
+  activation: bool = True
+  num_groups: int = 32
+  kernel_init: Any = kaiming_fan_out
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    p = self.kernel_size // 2
+    x = Conv(self.features, (self.kernel_size, self.kernel_size),
+             (self.stride, self.stride), padding=((p, p), (p, p)),
+             use_bias=self.use_bias, kernel_init=self.kernel_init,
+             dtype=self.dtype, name="conv")(x)
+    x = nn.GroupNorm(num_groups=self.num_groups, epsilon=1e-5,
+                     dtype=self.dtype, name="gn")(x)
+    return nn.relu(x) if self.activation else x

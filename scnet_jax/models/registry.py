@@ -12,6 +12,7 @@ from scnet_jax.errors import ConfigError
 from scnet_jax.models.backbones.resnet import ResNet
 from scnet_jax.models.dense_heads.rpn_head import RPNHead
 from scnet_jax.models.necks.fpn import FPN
+from scnet_jax.models.necks.msfem import MSFEM
 from scnet_jax.models.necks.sfpn import SFPN
 from scnet_jax.models.roi_heads.cascade import CascadeRoIHeads
 from scnet_jax.models.roi_heads.htc import HTCRoIHeads
@@ -19,7 +20,7 @@ from scnet_jax.models.roi_heads.scnet import SCNetRoIHeads
 from scnet_jax.models.roi_heads.standard import StandardRoIHeads
 
 BACKBONES = {"resnet": ResNet}
-NECKS = {"fpn": FPN, "sfpn": SFPN}
+NECKS = {"fpn": FPN, "msfem": MSFEM, "sfpn": SFPN}
 DENSE_HEADS = {"rpn": RPNHead}
 ROI_HEADS = {"standard": StandardRoIHeads, "cascade": CascadeRoIHeads,
              "htc": HTCRoIHeads, "scnet": SCNetRoIHeads}
