@@ -155,12 +155,31 @@ def cascade_mask_rcnn_sfpn_model():
   return m
 
 
+def comask_model():
+  """CoMask R-50 with the MSFEM neck (the authors' CoMask_r50_mfpn_2x and
+  D2Det COCO settings: 2000 training proposals, 700 at test, NMS 0.3)."""
+  m = _common_model()
+  m.neck = ml_collections.ConfigDict(dict(
+      type="msfem", channels=256, strides=(4, 8, 16, 32, 64),
+      num_branches=4, attention="rca"))
+  m.roi_heads = _roi_heads(
+      "comask", collaborative=True, loss_cls_weight=2.0,
+      reg_loss_weight=2.0, mask_iou_loss_weight=0.5, reg_num_convs=10,
+      reg_fc_dim=1024, reg_samples_per_image=96, jitter=0.15,
+      mask_iou_weight=0.3, max_level=3)
+  m.rpn = _rpn(test_post_nms=700)
+  m.test = _test(0.05)
+  m.test.nms_iou = 0.3
+  return m
+
+
 # Base models by name: the configs and the tests start from these.
 SYSTEMS = {"mask_rcnn": mask_rcnn_model,
            "cascade_mask_rcnn": cascade_mask_rcnn_model,
            "htc": htc_model, "scnet": scnet_model,
            "mask_rcnn_sfpn": mask_rcnn_sfpn_model,
-           "cascade_mask_rcnn_sfpn": cascade_mask_rcnn_sfpn_model}
+           "cascade_mask_rcnn_sfpn": cascade_mask_rcnn_sfpn_model,
+           "comask": comask_model}
 
 
 def get_base(system):
@@ -237,6 +256,8 @@ def tiny(c, num_classes=4, image_size=128):
   # 32 RoIs per image (8 positive slots): RoI heads dominate a CPU step,
   # and these images hold at most a handful of objects.
   m.roi_heads.update(num_samples=32, fc_dim=128, sampling_ratio=2)
+  if "reg_fc_dim" in m.roi_heads:  # CoMask's mask-IoU FCs
+    m.roi_heads.reg_fc_dim = 128
   for section in (m.roi_heads, m.neck):
     if "semantic_head" in section:
       section.semantic_head.num_classes = num_classes + 1

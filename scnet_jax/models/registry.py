@@ -15,6 +15,7 @@ from scnet_jax.models.necks.fpn import FPN
 from scnet_jax.models.necks.msfem import MSFEM
 from scnet_jax.models.necks.sfpn import SFPN
 from scnet_jax.models.roi_heads.cascade import CascadeRoIHeads
+from scnet_jax.models.roi_heads.comask import CoMaskRoIHeads
 from scnet_jax.models.roi_heads.htc import HTCRoIHeads
 from scnet_jax.models.roi_heads.scnet import SCNetRoIHeads
 from scnet_jax.models.roi_heads.standard import StandardRoIHeads
@@ -23,7 +24,8 @@ BACKBONES = {"resnet": ResNet}
 NECKS = {"fpn": FPN, "msfem": MSFEM, "sfpn": SFPN}
 DENSE_HEADS = {"rpn": RPNHead}
 ROI_HEADS = {"standard": StandardRoIHeads, "cascade": CascadeRoIHeads,
-             "htc": HTCRoIHeads, "scnet": SCNetRoIHeads}
+             "htc": HTCRoIHeads, "scnet": SCNetRoIHeads,
+             "comask": CoMaskRoIHeads}
 
 
 def part_class(registry, section, cfg):

@@ -1,0 +1,163 @@
+"""CoMask (roi_heads/comask.py, comask_head.py, ops/ratio_roi_align.py):
+the collaborative head's parameters by hand from the layer list, the IoU
+loss against torchvision, the level rule on hand cases, gradient flow as
+the design says, and one jitted train step and inference call."""
+import jax
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from scnet_jax import config_lib
+from scnet_jax.inspect import part_counts
+from scnet_jax.models import build_model
+from scnet_jax.models.losses import iou_loss
+from scnet_jax.ops.ratio_roi_align import ratio_roi_levels
+from scnet_jax.training.state import init_variables
+from tests.helpers import flat, losses_fn, max_abs, tiny_config, train_batches
+
+
+def test_collaborative_head_count_by_hand():
+  C, N, FC = 256, 80, 1024
+  trunk = 10 * (9 * C * C + 2 * C)              # 10 convs, no bias, + GN
+  reg = 9 * C * 4 + 4                           # conv3x3 -> 4
+  deconvs = 2 * (4 * C * C + C + 2 * C)         # 2 deconv2x2 + GN
+  instance = 9 * C * N + N                      # conv3x3 -> classes
+  iou_convs = (9 * (C + 1) * C + C + 2 * C) + (9 * C * C + C + 2 * C)
+  iou_fcs = (49 * C * FC + FC) + (FC * FC + FC) + (FC * N + N)
+  expected = trunk + reg + deconvs + instance + iou_convs + iou_fcs
+  counts = part_counts(config_lib.get_base("comask"))
+  assert counts["comask_head"] == expected == 21_783_972
+  # Classification-only box head: 2 shared FCs and fc_cls, no fc_reg.
+  assert counts["bbox_head_0"] == (49 * C * FC + FC) + (FC * FC + FC) + \
+      (FC * (N + 1) + N + 1)
+
+
+def test_iou_loss_matches_torchvision():
+  rng = np.random.default_rng(0)
+  xy = rng.uniform(0, 50, (200, 2))
+  wh = rng.uniform(5, 40, (200, 2))
+  target = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+  # Boxes inside their target: the enclosing box is the union, so GIoU is
+  # IoU and torchvision's generalized_box_iou_loss is 1 - IoU.
+  shrink = rng.uniform(0.4, 1.0, (200, 2))
+  inner_wh = wh * shrink
+  inner_xy = xy + (wh - inner_wh) * rng.uniform(0, 1, (200, 2))
+  inner = np.concatenate([inner_xy, inner_xy + inner_wh], 1).astype(
+      np.float32)
+  giou = torchvision.ops.generalized_box_iou_loss(
+      torch.from_numpy(inner), torch.from_numpy(target)).numpy()
+  iou = 1.0 - giou
+  assert iou.min() > 0.1
+  np.testing.assert_allclose(np.asarray(iou_loss(inner, target)),
+                             -np.log(iou), rtol=1e-5, atol=1e-6)
+  # Any overlapping pair above the floor: -log of torchvision's box_iou.
+  moved = target + rng.uniform(-4, 4, (200, 4)).astype(np.float32)
+  ref = torchvision.ops.box_iou(torch.from_numpy(moved),
+                                torch.from_numpy(target)).diagonal().numpy()
+  ours = np.asarray(iou_loss(moved, target))
+  sel = ref > 0.1
+  np.testing.assert_allclose(ours[sel], -np.log(ref[sel]), rtol=1e-5)
+  # Hand cases below the floor: disjoint (IoU 0 -> eps) and IoU 1/19.
+  a = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], np.float32)
+  b = np.array([[20, 20, 30, 30], [9, 0, 19, 10]], np.float32)
+  np.testing.assert_allclose(np.asarray(iou_loss(a, b)),
+                             [-np.log(0.1 + 1e-6), -np.log(0.1 + 1 / 19)],
+                             rtol=1e-5)
+
+
+def test_ratio_levels_hand_cases():
+  # ceil(3 - log2(image_area / box_area)), clamped to [0, 3].
+  hw = np.array([[800, 1344]], np.int32)
+  area = 800 * 1344
+  side = lambda frac: np.sqrt(area * frac)
+  boxes = np.array([[[0, 0, side(f), side(f)] for f in
+                     (1.0, 0.5, 0.25, 0.2, 0.125, 0.01)]], np.float32)
+  np.testing.assert_array_equal(
+      np.asarray(ratio_roi_levels(boxes, hw, 4)), [[3, 2, 1, 1, 0, 0]])
+
+
+def _loss_fn(model, stats):
+  def fn(params, batch, key):
+    losses = model.apply({"params": params, "batch_stats": stats}, batch,
+                         method=model.loss, rngs={"sample": key})
+    return sum(losses.values()), losses
+  return fn
+
+
+def test_train_step_and_inference_compile_once():
+  config = tiny_config("comask")
+  model = build_model(config)
+  params, stats = init_variables(model, config, 0)
+  b1, b2 = train_batches(config, 2)
+  step = jax.jit(jax.value_and_grad(_loss_fn(model, stats), has_aux=True))
+  (_, losses), grads = step(params, b1, jax.random.PRNGKey(0))
+  assert set(losses) == {"loss_rpn_cls", "loss_rpn_bbox", "loss_cls",
+                         "loss_reg", "loss_mask", "loss_mask_iou"}
+  assert all(np.isfinite(float(v)) for v in losses.values())
+  assert np.isfinite(max_abs(grads))
+  step(params, b2, jax.random.PRNGKey(1))
+  assert step._cache_size() == 1
+  predict = jax.jit(lambda p, b: model.apply(
+      {"params": p, "batch_stats": stats}, b, method=model.predict))
+  out = predict(params, b1)
+  d = config.model.test.max_per_img
+  assert out.boxes.shape == (2, d, 4) and out.mask_scores.shape == (2, d)
+  assert out.masks.shape == (2, d, 28, 28) and out.mask_kind == "box"
+  boxes = np.asarray(out.boxes)
+  assert np.isfinite(boxes).all() and boxes.min() >= 0
+  assert boxes.max() <= 128
+  predict(params, b2)
+  assert predict._cache_size() == 1
+
+
+def _norm(grads, prefix):
+  vals = [np.abs(np.asarray(v)).max() for k, v in grads.items()
+          if k.startswith(prefix)]
+  assert vals, prefix
+  return max(vals)
+
+
+MASK_LAYERS = ("comask_head/deconv1", "comask_head/norm1",
+               "comask_head/deconv2", "comask_head/norm2",
+               "comask_head/instance")
+IOU_LAYERS = ("comask_head/iou_convs", "comask_head/iou_fcs",
+              "comask_head/fc_iou")
+
+
+@pytest.mark.parametrize("collaborative", [True, False])
+def test_gradients_follow_the_design(collaborative):
+  losses_of, params, _ = losses_fn(tiny_config(
+      "comask", **{"model.roi_heads.collaborative": collaborative}))
+  grad = lambda term: flat(jax.jit(jax.grad(
+      lambda p: losses_of(p)[term]))(params))
+  g = grad("loss_reg")
+  assert _norm(g, "comask_head/reg") > 0
+  assert _norm(g, "comask_head/convs_0") > 0
+  # The mask weights the cells but is detached: no box gradient into it.
+  for layer in MASK_LAYERS + IOU_LAYERS + ("bbox_head_0",):
+    assert _norm(g, layer) == 0, layer
+  g = grad("loss_mask")
+  assert _norm(g, "comask_head/instance") > 0
+  assert _norm(g, "comask_head/convs_9") > 0
+  for layer in IOU_LAYERS + ("comask_head/reg",):
+    assert _norm(g, layer) == 0, layer
+  # The mask-IoU branch reads the trunk, and the mask only detached.
+  g = grad("loss_mask_iou")
+  assert _norm(g, "comask_head/fc_iou") > 0
+  assert _norm(g, "comask_head/convs_9") > 0
+  for layer in MASK_LAYERS + ("comask_head/reg",):
+    assert _norm(g, layer) == 0, layer
+  g = grad("loss_cls")
+  assert _norm(g, "bbox_head_0") > 0 and _norm(g, "comask_head") == 0
+
+
+def test_collaborative_switch_changes_only_the_weights():
+  key = "model.roi_heads.collaborative"
+  on, params, _ = losses_fn(tiny_config("comask", **{key: True}))
+  off, _, _ = losses_fn(tiny_config("comask", **{key: False}))
+  a, b = jax.jit(on)(params), jax.jit(off)(params)
+  for name in ("loss_cls", "loss_mask", "loss_mask_iou"):
+    np.testing.assert_allclose(float(a[name]), float(b[name]), rtol=1e-6)
+  # Weights in [0, 1]: the weighted loss is below the unweighted one.
+  assert float(a["loss_reg"]) < float(b["loss_reg"])
