@@ -13,6 +13,7 @@ from scnet_jax import config_lib
 from scnet_jax.inspect import part_counts
 from scnet_jax.models import build_model
 from scnet_jax.models.losses import iou_loss
+from scnet_jax.models.roi_heads.deform_roi_pool_pack import DeformRoIPoolPack
 from scnet_jax.ops.ratio_roi_align import ratio_roi_levels
 from scnet_jax.training.state import init_variables
 from tests.helpers import flat, losses_fn, max_abs, tiny_config, train_batches
@@ -166,3 +167,45 @@ def test_collaborative_switch_changes_only_the_weights():
     np.testing.assert_allclose(float(a[name]), float(b[name]), rtol=1e-6)
   # Weights in [0, 1]: the weighted loss is below the unweighted one.
   assert float(a["loss_reg"]) < float(b["loss_reg"])
+
+
+def _torch_roi_align(feats, rois, size, scale, ratio):
+  b, k = rois.shape[:2]
+  idx = np.repeat(np.arange(b), k)[:, None].astype(np.float32)
+  out = torchvision.ops.roi_align(
+      torch.from_numpy(feats).permute(0, 3, 1, 2),
+      torch.from_numpy(np.concatenate([idx, rois.reshape(-1, 4)], 1)), size,
+      spatial_scale=scale, sampling_ratio=ratio, aligned=True)
+  return out.permute(0, 2, 3, 1).numpy().reshape(b, k, size, size, -1)
+
+
+@pytest.mark.parametrize("modulated", [False, True])
+def test_fresh_deform_pool_pack_pools_as_roi_align(modulated):
+  rng = np.random.default_rng(0)
+  feats = rng.normal(size=(2, 16, 16, 4)).astype(np.float32)
+  xy = rng.uniform(0, 30, (2, 3, 2))
+  rois = np.concatenate([xy, xy + rng.uniform(4, 30, (2, 3, 2))],
+                        -1).astype(np.float32)
+  pack = DeformRoIPoolPack(spatial_scale=0.25, sampling_ratio=2, fc_dim=16,
+                           modulated=modulated)
+  variables = pack.init(jax.random.PRNGKey(0), feats, rois)
+  out = pack.apply(variables, feats, rois)
+  ref = _torch_roi_align(feats, rois, 7, 0.25, 2)
+  np.testing.assert_allclose(np.asarray(out),
+                             ref * (0.5 if modulated else 1.0), atol=1e-5)
+  # The zero-initialised offset layer learns: its gradient is not zero.
+  cot = rng.normal(size=out.shape)
+  g = jax.grad(lambda v: jnp.sum(pack.apply(v, feats, rois) * cot))(
+      variables)
+  assert np.abs(np.asarray(g["params"]["offset_fc_2"]["kernel"])).max() > 0
+
+
+def test_deformable_box_pooling_counts_by_hand():
+  C, FC = 256, 1024
+  offset = (49 * C * FC + FC) + (FC * FC + FC) + (FC * 98 + 98)
+  mask = (49 * C * FC + FC) + (FC * 49 + 49)
+  for pooling, per_level in (("dpool", offset), ("mdpool", offset + mask)):
+    c = config_lib.get_base("comask")
+    c.model.roi_heads.roi_pooling = pooling
+    counts = part_counts(c)
+    assert all(counts[f"box_pool_{i}"] == per_level for i in range(4))

@@ -43,10 +43,12 @@ from scnet_jax.errors import ConfigError
 from scnet_jax.models.losses import iou_loss, normalizer, softmax_ce
 from scnet_jax.models.roi_heads.bbox_head import BBoxHead
 from scnet_jax.models.roi_heads.comask_head import CoMaskHead
+from scnet_jax.models.roi_heads.deform_roi_pool_pack import DeformRoIPoolPack
 from scnet_jax.models.roi_heads.standard import StandardRoIHeads
 from scnet_jax.models.structures import keys_for
-from scnet_jax.ops.ratio_roi_align import ratio_roi_align
+from scnet_jax.ops.ratio_roi_align import ratio_roi_align, ratio_roi_levels
 
+POOLINGS = ("align", "dpool", "mdpool")
 JITTER_KEY = 101   # keys_for ids of the head's own random draws
 SUBSET_KEY = 102
 
@@ -62,6 +64,7 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
   jitter: amplitude of the positives' random jitter (0.15).
   mask_iou_weight: mask score = cls score + this x predicted mask IoU.
   max_level: of the area-ratio level rule.
+  roi_pooling: the box head's pooling, RoIAlign or deformable.
   """
   collaborative: bool = True
   loss_cls_weight: float = 2.0
@@ -78,6 +81,9 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
   # 0.5 when binarising the prediction for the IoU target.
   mask_iou_logit_thr: float = 0.5
   iou_target_range: tuple = (0.1, 1.0)
+  # Box-head pooling: "align" (RoIAlign), "dpool" / "mdpool" (deformable,
+  # plain / modulated; one pack per level, as mmdet's extractor builds).
+  roi_pooling: str = "align"
 
   @classmethod
   def check_config(cls, cfg):
@@ -91,6 +97,9 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
                         f"{4 * cfg.roi_size}, got {cfg.mask_size}")
     if cfg.get("reg_samples_per_image", 96) < 1:
       raise ConfigError("model.roi_heads.reg_samples_per_image: at least 1")
+    if cfg.get("roi_pooling", "align") not in POOLINGS:
+      raise ConfigError(f"model.roi_heads.roi_pooling: one of {POOLINGS}, "
+                        f"got {cfg.roi_pooling!r}")
 
   def setup(self):
     self.bbox_head = [BBoxHead(num_classes=self.num_classes, with_reg=False,
@@ -100,6 +109,13 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
                                   num_convs=self.reg_num_convs,
                                   channels=self.channels,
                                   fc_dim=self.reg_fc_dim, dtype=self.dtype)
+    if self.roi_pooling != "align":
+      self.box_pool = [DeformRoIPoolPack(
+          spatial_scale=1.0 / s, output_size=self.roi_size,
+          sampling_ratio=self.sampling_ratio,
+          max_grid=self.max_sampling_grid,
+          modulated=self.roi_pooling == "mdpool", dtype=self.dtype)
+                       for s in self.feature_strides[:self.num_roi_levels]]
 
   @property
   def num_reg_samples(self):
@@ -118,9 +134,17 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
   def class_logits(self, feats, rois, image_hw):
     """rois [B, K, 4] -> [B, K, C + 1] class logits."""
     bsz, k = rois.shape[:2]
-    cls, _, _ = self.bbox_head[0](self.ratio_features(feats, rois,
-                                                      self.roi_size,
-                                                      image_hw))
+    if self.roi_pooling == "align":
+      x = self.ratio_features(feats, rois, self.roi_size, image_hw)
+    else:
+      lvl = ratio_roi_levels(rois, image_hw, self.num_roi_levels,
+                             self.max_level)
+      x = 0
+      for i, pool in enumerate(self.box_pool):
+        x = x + jnp.where((lvl == i)[..., None, None, None],
+                          pool(feats[i], rois), 0)
+      x = x.reshape(-1, *x.shape[2:]).astype(feats[0].dtype)
+    cls, _, _ = self.bbox_head[0](x)
     return cls.reshape(bsz, k, -1)
 
   def run_head(self, feats, boxes, labels, image_hw):
