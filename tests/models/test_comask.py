@@ -11,12 +11,11 @@ import torchvision
 
 from scnet_jax import config_lib
 from scnet_jax.inspect import part_counts
-from scnet_jax.models import build_model
 from scnet_jax.models.losses import iou_loss
 from scnet_jax.models.roi_heads.deform_roi_pool_pack import DeformRoIPoolPack
 from scnet_jax.ops.ratio_roi_align import ratio_roi_levels
-from scnet_jax.training.state import init_variables
-from tests.helpers import flat, losses_fn, max_abs, tiny_config, train_batches
+from tests.helpers import (flat, grad_max, jit_train_and_predict, losses_fn,
+                           tiny_config)
 
 
 def test_collaborative_head_count_by_hand():
@@ -79,45 +78,16 @@ def test_ratio_levels_hand_cases():
       np.asarray(ratio_roi_levels(boxes, hw, 4)), [[3, 2, 1, 1, 0, 0]])
 
 
-def _loss_fn(model, stats):
-  def fn(params, batch, key):
-    losses = model.apply({"params": params, "batch_stats": stats}, batch,
-                         method=model.loss, rngs={"sample": key})
-    return sum(losses.values()), losses
-  return fn
-
-
 def test_train_step_and_inference_compile_once():
   config = tiny_config("comask")
-  model = build_model(config)
-  params, stats = init_variables(model, config, 0)
-  b1, b2 = train_batches(config, 2)
-  step = jax.jit(jax.value_and_grad(_loss_fn(model, stats), has_aux=True))
-  (_, losses), grads = step(params, b1, jax.random.PRNGKey(0))
+  losses, out = jit_train_and_predict(config)
   assert set(losses) == {"loss_rpn_cls", "loss_rpn_bbox", "loss_cls",
                          "loss_reg", "loss_mask", "loss_mask_iou"}
-  assert all(np.isfinite(float(v)) for v in losses.values())
-  assert np.isfinite(max_abs(grads))
-  step(params, b2, jax.random.PRNGKey(1))
-  assert step._cache_size() == 1
-  predict = jax.jit(lambda p, b: model.apply(
-      {"params": p, "batch_stats": stats}, b, method=model.predict))
-  out = predict(params, b1)
   d = config.model.test.max_per_img
   assert out.boxes.shape == (2, d, 4) and out.mask_scores.shape == (2, d)
   assert out.masks.shape == (2, d, 28, 28) and out.mask_kind == "box"
   boxes = np.asarray(out.boxes)
-  assert np.isfinite(boxes).all() and boxes.min() >= 0
-  assert boxes.max() <= 128
-  predict(params, b2)
-  assert predict._cache_size() == 1
-
-
-def _norm(grads, prefix):
-  vals = [np.abs(np.asarray(v)).max() for k, v in grads.items()
-          if k.startswith(prefix)]
-  assert vals, prefix
-  return max(vals)
+  assert boxes.min() >= 0 and boxes.max() <= 128
 
 
 MASK_LAYERS = ("comask_head/deconv1", "comask_head/norm1",
@@ -138,24 +108,24 @@ def test_gradients_follow_the_design():
   rows = {t: {k: v[i] for k, v in flat(jac).items()}
           for i, t in enumerate(TERMS)}
   g = rows["loss_reg"]
-  assert _norm(g, "comask_head/reg") > 0
-  assert _norm(g, "comask_head/convs_0") > 0
+  assert grad_max(g, "comask_head/reg") > 0
+  assert grad_max(g, "comask_head/convs_0") > 0
   # The mask weights the cells but is detached: no box gradient into it.
   for layer in MASK_LAYERS + IOU_LAYERS + ("bbox_head_0",):
-    assert _norm(g, layer) == 0, layer
+    assert grad_max(g, layer) == 0, layer
   g = rows["loss_mask"]
-  assert _norm(g, "comask_head/instance") > 0
-  assert _norm(g, "comask_head/convs_9") > 0
+  assert grad_max(g, "comask_head/instance") > 0
+  assert grad_max(g, "comask_head/convs_9") > 0
   for layer in IOU_LAYERS + ("comask_head/reg",):
-    assert _norm(g, layer) == 0, layer
+    assert grad_max(g, layer) == 0, layer
   # The mask-IoU branch reads the trunk, and the mask only detached.
   g = rows["loss_mask_iou"]
-  assert _norm(g, "comask_head/fc_iou") > 0
-  assert _norm(g, "comask_head/convs_9") > 0
+  assert grad_max(g, "comask_head/fc_iou") > 0
+  assert grad_max(g, "comask_head/convs_9") > 0
   for layer in MASK_LAYERS + ("comask_head/reg",):
-    assert _norm(g, layer) == 0, layer
+    assert grad_max(g, layer) == 0, layer
   g = rows["loss_cls"]
-  assert _norm(g, "bbox_head_0") > 0 and _norm(g, "comask_head") == 0
+  assert grad_max(g, "bbox_head_0") > 0 and grad_max(g, "comask_head") == 0
 
 
 def test_collaborative_switch_changes_only_the_weights():

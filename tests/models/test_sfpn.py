@@ -4,14 +4,15 @@ detectors built on it train and predict under jit, and the semantic loss
 and the detection losses meet in the fused pyramid."""
 import jax
 import numpy as np
+import pytest
 import torch
 
 from scnet_jax import config_lib
 from scnet_jax.inspect import part_counts
-from scnet_jax.models import batch_keys, build_model
+from scnet_jax.models import batch_keys
 from scnet_jax.models.losses import semantic_ce
-from scnet_jax.training.state import init_variables
-from tests.helpers import flat, losses_fn, max_abs, tiny_config, train_batches
+from tests.helpers import (flat, grad_max, jit_train_and_predict, losses_fn,
+                           tiny_config)
 from tests.mmdet_reference import mmdet_import
 
 
@@ -53,40 +54,13 @@ def test_reads_the_semantic_map_only_in_training():
   assert "gt_semantic" not in batch_keys(tiny_config("mask_rcnn"), True)
 
 
-def _loss_fn(model, stats):
-  def fn(params, batch, key):
-    losses = model.apply({"params": params, "batch_stats": stats}, batch,
-                         method=model.loss, rngs={"sample": key})
-    return sum(losses.values()), losses
-  return fn
-
-
-def test_train_step_and_inference_compile_once():
-  for family in ("mask_rcnn_sfpn", "cascade_mask_rcnn_sfpn"):
-    config = tiny_config(family)
-    model = build_model(config)
-    params, stats = init_variables(model, config, 0)
-    b1, b2 = train_batches(config, 2)
-    step = jax.jit(jax.value_and_grad(_loss_fn(model, stats), has_aux=True))
-    (_, losses), grads = step(params, b1, jax.random.PRNGKey(0))
-    assert "loss_semantic_seg" in losses
-    assert all(np.isfinite(float(v)) for v in losses.values())
-    assert np.isfinite(max_abs(grads))
-    step(params, b2, jax.random.PRNGKey(1))
-    assert step._cache_size() == 1
-    predict = jax.jit(lambda p, b: model.apply(
-        {"params": p, "batch_stats": stats}, b, method=model.predict))
-    out = predict(params, b1)
-    assert out.masks.shape == (2, config.model.test.max_per_img, 28, 28)
-    predict(params, b2)
-    assert predict._cache_size() == 1
-
-
-def _norm(grads, prefix):
-  vals = [np.abs(np.asarray(v)).max() for k, v in grads.items()
-          if k.startswith(prefix)]
-  assert vals, prefix
-  return max(vals)
+@pytest.mark.parametrize("family", ["mask_rcnn_sfpn",
+                                    "cascade_mask_rcnn_sfpn"])
+def test_train_step_and_inference_compile_once(family):
+  config = tiny_config(family)
+  losses, out = jit_train_and_predict(config)
+  assert "loss_semantic_seg" in losses
+  assert out.masks.shape == (2, config.model.test.max_per_img, 28, 28)
 
 
 def test_semantic_and_detection_losses_meet_in_the_fused_pyramid():
@@ -94,14 +68,14 @@ def test_semantic_and_detection_losses_meet_in_the_fused_pyramid():
   grad = lambda term: flat(jax.jit(jax.grad(
       lambda p: losses_of(p)[term]))(params))
   g = grad("loss_semantic_seg")
-  assert _norm(g, "neck/semantic_head/conv_logits") > 0
-  assert _norm(g, "neck/fpn") > 0 and _norm(g, "backbone") > 0
+  assert grad_max(g, "neck/semantic_head/conv_logits") > 0
+  assert grad_max(g, "neck/fpn") > 0 and grad_max(g, "backbone") > 0
   # The embedding is not on the semantic loss's path.
-  assert _norm(g, "neck/semantic_head/conv_embedding") == 0
-  assert _norm(g, "rpn_head") == 0 and _norm(g, "bbox_head_0") == 0
+  assert grad_max(g, "neck/semantic_head/conv_embedding") == 0
+  assert grad_max(g, "rpn_head") == 0 and grad_max(g, "bbox_head_0") == 0
   # The detection losses train the semantic branch through the embedding
   # added to every level, not its logits.
   for term in ("loss_rpn_cls", "loss_cls", "loss_mask"):
     g = grad(term)
-    assert _norm(g, "neck/semantic_head/conv_embedding") > 0, term
-    assert _norm(g, "neck/semantic_head/conv_logits") == 0, term
+    assert grad_max(g, "neck/semantic_head/conv_embedding") > 0, term
+    assert grad_max(g, "neck/semantic_head/conv_logits") == 0, term

@@ -31,7 +31,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from scnet_jax.errors import ConfigError
-from scnet_jax.models.layers import Conv, ConvGN, xavier_uniform
+from scnet_jax.models.layers import Conv, ConvModule, xavier_uniform
 from scnet_jax.models.necks.fpn import FPN
 from scnet_jax.ops.resize import resize_bilinear_align_corners
 
@@ -61,8 +61,9 @@ class ResidualChannelAttention(nn.Module):
   @nn.compact
   def __call__(self, y):
     z = y * ChannelGate(dtype=self.dtype, name="gate")(y)
-    r = ConvGN(y.shape[-1], 3, activation=False, kernel_init=xavier_uniform,
-               dtype=self.dtype, name="conv2")(z)
+    r = ConvModule(y.shape[-1], 3, activation=False, use_bias=False,
+                   num_groups=32, kernel_init=xavier_uniform,
+                   dtype=self.dtype, name="conv2")(z)
     return nn.relu(z + r)
 
 
@@ -79,9 +80,9 @@ class MSFEModule(nn.Module, kw_only=True):
     def branch(k, inp):
       # Sub-branch k (1-based) has b - k stride-2 convs.
       for j in range(self.num_branches - k):
-        inp = ConvGN(c, 3, stride=2, use_bias=True,
-                     kernel_init=xavier_uniform, dtype=self.dtype,
-                     name=f"branch{k}_{j}")(inp)
+        inp = ConvModule(c, 3, stride=2, num_groups=32,
+                         kernel_init=xavier_uniform, dtype=self.dtype,
+                         name=f"branch{k}_{j}")(inp)
       return resize_bilinear_align_corners(inp, hw)
 
     outs = [x]

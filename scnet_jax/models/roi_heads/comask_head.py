@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from scnet_jax.models.layers import (Conv, ConvGN, Deconv2x2,
+from scnet_jax.models.layers import (Conv, ConvModule, Deconv2x2,
                                      kaiming_fan_out, normal)
 
 # mmcv kaiming_init(a=1, mode='fan_in', distribution='uniform'): gain 1.
@@ -49,8 +49,8 @@ class CoMaskHead(nn.Module, kw_only=True):
   def __call__(self, x, labels):
     c = self.channels
     for i in range(self.num_convs):
-      x = ConvGN(c, 3, stride=2 if i == 0 else 1, dtype=self.dtype,
-                 name=f"convs_{i}")(x)
+      x = ConvModule(c, 3, stride=2 if i == 0 else 1, use_bias=False,
+                     num_groups=32, dtype=self.dtype, name=f"convs_{i}")(x)
     trunk = x
     reg = nn.relu(Conv(4, (3, 3), padding=((1, 1), (1, 1)),
                        kernel_init=normal(0.001), dtype=self.dtype,
@@ -71,8 +71,8 @@ class CoMaskHead(nn.Module, kw_only=True):
     z = jnp.concatenate([trunk, jax.nn.sigmoid(pooled).astype(trunk.dtype)],
                         axis=-1)
     for i in range(2):
-      z = ConvGN(c, 3, use_bias=True, dtype=self.dtype,
-                 name=f"iou_convs_{i}")(z)
+      z = ConvModule(c, 3, num_groups=32, dtype=self.dtype,
+                     name=f"iou_convs_{i}")(z)
     z = z.reshape(k, -1)
     for i in range(2):
       z = nn.relu(nn.Dense(self.fc_dim, kernel_init=fc_init,
