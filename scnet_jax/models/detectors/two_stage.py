@@ -2,14 +2,16 @@
 `GeneralizedRCNN`): backbone -> neck -> RPN -> RoI heads, each picked from
 its registry by the `type` of its config section.
 
-    image -> backbone -> neck (levels P2..P6) -> RPN -> Proposals
+    image -> backbone -> neck (levels P2..P6; in training also its own
+             losses, e.g. SFPN's semantic loss) -> RPN -> Proposals
           -> RoI heads (box stages, mask branch, their own context) ->
              losses, or Detections
 
 Two entry points, both jittable with static shapes:
   `loss(batch)`    -> dict of named, weighted float32 losses;
   `predict(batch)` -> Detections (models/structures.py).
-`batch_keys(train)` names the batch entries they read (shapes in
+`batch_keys(train)` names the batch entries they read (the neck's and
+the RoI heads' `train_batch_keys` in training; shapes in
 structures.batch_spec); `index` [B] int32, the image's position in the
 global batch, may be added for training: sampling keys are derived from
 it, so a global batch samples the same RoIs however it is split.
