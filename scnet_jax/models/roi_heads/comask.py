@@ -300,3 +300,11 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
     refined = jnp.sum(cells * w[..., None], axis=(-2, -3)) / (
         jnp.sum(w, axis=(-1, -2))[..., None] + 1e-5)
     return ops.clip_boxes(refined, image_hw)
+
+  def predict_boxes(self, feats, rois, image_hw, ctx):
+    """Refused: test-time augmentation (evaluation/tta.py) merges the box
+    stages' outputs over views, and CoMask's boxes come from its mask
+    head after the NMS."""
+    del feats, rois, image_hw, ctx
+    raise ConfigError("model.roi_heads.type: 'comask' has no test-time "
+                      "augmentation (eval.py --tta)")
