@@ -166,7 +166,8 @@ def comask_model():
       "comask", collaborative=True, loss_cls_weight=2.0,
       reg_loss_weight=2.0, mask_iou_loss_weight=0.5, reg_num_convs=10,
       reg_fc_dim=1024, reg_samples_per_image=96, jitter=0.15,
-      mask_iou_weight=0.3, max_level=3, roi_pooling="align")
+      mask_iou_weight=0.3, max_level=3, roi_pooling="align",
+      refined_nms_iou=0.0)
   m.rpn = _rpn(test_post_nms=700)
   m.test = _test(0.05)
   m.test.nms_iou = 0.3

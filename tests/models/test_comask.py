@@ -179,3 +179,21 @@ def test_deformable_box_pooling_counts_by_hand():
     c.model.roi_heads.roi_pooling = pooling
     counts = part_counts(c)
     assert all(counts[f"box_pool_{i}"] == per_level for i in range(4))
+
+
+def test_second_nms_drops_refined_duplicates():
+  from scnet_jax.models.roi_heads.comask import CoMaskRoIHeads
+  from scnet_jax.models.structures import Detections
+  heads = CoMaskRoIHeads(num_classes=2, channels=64, feature_strides=(4,),
+                         test=None, refined_nms_iou=0.5)
+  box = [10.0, 10.0, 30.0, 30.0]
+  dets = Detections(
+      boxes=np.array([[box, [11, 10, 31, 30], box, [50, 50, 60, 60]]],
+                     np.float32),
+      scores=np.array([[0.9, 0.8, 0.7, 0.6]], np.float32),
+      labels=np.array([[0, 0, 1, 0]], np.int32),
+      num_detections=np.array([4], np.int32))
+  out = heads.second_nms(dets)
+  assert int(out.num_detections[0]) == 3
+  np.testing.assert_allclose(np.asarray(out.scores[0]), [0.9, 0.7, 0.6, 0])
+  np.testing.assert_array_equal(np.asarray(out.labels[0]), [0, 1, 0, 0])

@@ -84,6 +84,10 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
   # Box-head pooling: "align" (RoIAlign), "dpool" / "mdpool" (deformable,
   # plain / modulated; one pack per level, as mmdet's extractor builds).
   roi_pooling: str = "align"
+  # > 0: a second per-class NMS at this IoU on the refined boxes (D2Det's
+  # detection-only test path has one, soft-NMS 0.5; the authors' CoMask
+  # and D2Det mask paths have none: 0, the default).
+  refined_nms_iou: float = 0.0
 
   @classmethod
   def check_config(cls, cfg):
@@ -281,6 +285,9 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
     dets = self.detect(proposals.boxes[:, :, None, :], scores,
                        proposals.valid)
     boxes = self.refine_boxes(feats, dets.boxes, dets.labels, image_hw)
+    if self.refined_nms_iou > 0:
+      dets = self.second_nms(dets.replace(boxes=boxes))
+      boxes = dets.boxes
     _, picked, _, iou = self.run_head(feats, boxes, dets.labels, image_hw)
     kept = (jnp.arange(boxes.shape[1])[None, :] <
             dets.num_detections[:, None])
@@ -289,6 +296,26 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
         masks=jax.nn.sigmoid(picked),
         mask_scores=jnp.where(kept, dets.scores + self.mask_iou_weight * iou,
                               0.0))
+
+  def second_nms(self, dets):
+    """Per-class NMS at refined_nms_iou over the refined detections (they
+    converge on the same objects); survivors first, in score order."""
+    d = dets.boxes.shape[1]
+
+    def one(boxes, scores, labels, num):
+      valid = jnp.arange(d) < num
+      keep, n = ops.batched_nms(boxes, scores, labels, self.refined_nms_iou,
+                                d, valid=valid)
+      kept = keep >= 0
+      sel = jnp.maximum(keep, 0)
+      return (jnp.where(kept[:, None], boxes[sel], 0.0),
+              jnp.where(kept, scores[sel], 0.0),
+              jnp.where(kept, labels[sel], 0), n)
+
+    boxes, scores, labels, num = jax.vmap(one)(
+        dets.boxes, dets.scores, dets.labels, dets.num_detections)
+    return dets.replace(boxes=boxes, scores=scores, labels=labels,
+                        num_detections=num)
 
   def refine_boxes(self, feats, boxes, labels, image_hw):
     """Detections' boxes [B, D, 4] -> the mask-weighted (collaborative) or
