@@ -73,3 +73,46 @@ def max_abs(tree):
   import jax
   return max(float(np.max(np.abs(np.asarray(x)))) for x in
              jax.tree.leaves(tree))
+
+
+def total_loss_fn(model, batch_stats):
+  """(params, batch, key) -> (sum of the losses, the named losses)."""
+  def fn(params, batch, key):
+    losses = model.apply({"params": params, "batch_stats": batch_stats},
+                         batch, method=model.loss, rngs={"sample": key})
+    return sum(losses.values()), losses
+  return fn
+
+
+def grad_max(grads, prefix):
+  """Largest |gradient| over the flat parameter names under prefix."""
+  vals = [np.abs(np.asarray(v)).max() for k, v in grads.items()
+          if k.startswith(prefix)]
+  assert vals, prefix
+  return max(vals)
+
+
+def jit_train_and_predict(config):
+  """One jitted train step and one inference call, each run on two
+  batches: checks finite losses and gradients and a single compilation
+  of each; returns (losses, detections of the first batch)."""
+  import jax
+  from scnet_jax.models import build_model
+  from scnet_jax.training.state import init_variables
+  model = build_model(config)
+  params, stats = init_variables(model, config, 0)
+  b1, b2 = train_batches(config, 2)
+  step = jax.jit(jax.value_and_grad(total_loss_fn(model, stats),
+                                    has_aux=True))
+  (_, losses), grads = step(params, b1, jax.random.PRNGKey(0))
+  assert all(np.isfinite(float(v)) for v in losses.values()), losses
+  assert np.isfinite(max_abs(grads))
+  step(params, b2, jax.random.PRNGKey(1))
+  assert step._cache_size() == 1  # new data, same program
+  predict = jax.jit(lambda p, b: model.apply(
+      {"params": p, "batch_stats": stats}, b, method=model.predict))
+  out = predict(params, b1)
+  assert np.isfinite(np.asarray(out.boxes)).all()
+  predict(params, b2)
+  assert predict._cache_size() == 1
+  return losses, out

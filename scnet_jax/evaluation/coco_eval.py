@@ -56,7 +56,11 @@ def coco_metrics(ann_file, results, evaluator="faster_coco_eval",
       continue
     with contextlib.redirect_stdout(io.StringIO()):
       # loadRes edits the dicts (area, bytes counts): give it copies.
-      dt = gt.loadRes(copy.deepcopy(list(results)))
+      dets = copy.deepcopy(list(results))
+      if iou_type == "segm":  # masks ranked by their own score if given
+        for r in dets:
+          r["score"] = r.pop("mask_score", r["score"])
+      dt = gt.loadRes(dets)
       ev = eval_cls(gt, dt, iou_type)
       if image_ids is not None:
         ev.params.imgIds = list(image_ids)

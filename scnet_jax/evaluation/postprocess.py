@@ -21,6 +21,8 @@ def image_detections(dets, i):
   return {"boxes": dets.boxes[i], "scores": dets.scores[i],
           "labels": dets.labels[i], "masks": dets.masks[i],
           "num_detections": dets.num_detections[i],
+          "mask_scores": (None if dets.mask_scores is None else
+                          dets.mask_scores[i]),
           "mask_kind": dets.mask_kind, "mask_stride": dets.mask_stride,
           "mask_paste": dets.mask_paste}
 
@@ -54,7 +56,8 @@ def image_results(det, meta, cat_ids, mask_thr=0.5, with_masks=True):
     cat_ids: [num_classes] original category ids.
   Returns:
     list of {image_id, category_id, bbox [x, y, w, h], score,
-    segmentation (compressed RLE with str counts)}.
+    segmentation (compressed RLE with str counts)}, plus mask_score (the
+    segm evaluation's score) when det has mask_scores.
   """
   n = int(det["num_detections"])
   if n == 0:
@@ -80,6 +83,8 @@ def image_results(det, meta, cat_ids, mask_thr=0.5, with_masks=True):
       rle = dict(rles[i])
       rle["counts"] = rle["counts"].decode("ascii")
       r["segmentation"] = rle
+      if det.get("mask_scores") is not None:
+        r["mask_score"] = float(det["mask_scores"][i])
     out.append(r)
   return out
 

@@ -29,22 +29,32 @@ def torch_default_conv_init():
 
 
 class ConvModule(nn.Module):
-  """Conv (with bias) -> optional ReLU; 'same' padding for odd kernels.
+  """mmcv's ConvModule: conv -> optional GroupNorm (num_groups > 0) ->
+  optional ReLU; 'same' padding for odd kernels. With a norm, mmcv drops
+  the conv bias: pass use_bias=False for that.
 
-  x: [..., H, W, Cin] -> [..., H, W, features].
+  x: [..., H, W, Cin] -> [..., ceil(H / stride), ceil(W / stride),
+  features].
   """
   features: int
   kernel_size: int = 3
   activation: bool = True
   kernel_init: Any = kaiming_fan_out
   dtype: Any = jnp.float32
+  stride: int = 1
+  use_bias: bool = True
+  num_groups: int = 0
 
   @nn.compact
   def __call__(self, x):
     p = self.kernel_size // 2
     x = Conv(self.features, (self.kernel_size, self.kernel_size),
-             padding=((p, p), (p, p)), kernel_init=self.kernel_init,
+             (self.stride, self.stride), padding=((p, p), (p, p)),
+             use_bias=self.use_bias, kernel_init=self.kernel_init,
              dtype=self.dtype, name="conv")(x)
+    if self.num_groups:
+      x = nn.GroupNorm(num_groups=self.num_groups, epsilon=1e-5,
+                       dtype=self.dtype, name="gn")(x)
     return nn.relu(x) if self.activation else x
 
 
@@ -109,3 +119,4 @@ class Deconv2x2(nn.Module):
     y = jnp.einsum("nijc,abco->niajbo", x, kernel.astype(self.dtype))
     n, h, _, w, _, o = y.shape
     return y.reshape(n, 2 * h, 2 * w, o) + bias.astype(self.dtype)
+

@@ -39,3 +39,38 @@ def normalizer(count, axis_name=None):
   if axis_name is not None:
     count = jax.lax.pmean(count, axis_name)
   return jnp.maximum(count, 1.0)
+
+
+def semantic_ce(logits, gt, ignore_label, axis_name=None):
+  """Per-pixel softmax CE, the mean over the pixels whose label is not
+  ignore_label (mmdet 2.8's semantic loss, how HTC and SCNet were trained).
+
+  logits: [B, H, W, K]; gt: [B, H, W] integer labels -> float32 scalar.
+  """
+  gt = gt.astype(jnp.int32)
+  keep = gt != ignore_label
+  ce = softmax_ce(logits, jnp.where(keep, gt, 0))
+  norm = normalizer(jnp.sum(keep), axis_name)
+  return jnp.sum(jnp.where(keep, ce, 0.0)) / norm
+
+
+def iou_loss(pred, target, floor=0.1, eps=1e-6):
+  """-log IoU of aligned boxes, as CoMask's IoULoss: IoU clamped to eps,
+  and an IoU at or below `floor` taken as floor + IoU, which bounds the
+  loss by -log(floor) and keeps its gradient finite for disjoint boxes.
+
+  pred, target: [..., 4] (x1, y1, x2, y2) -> [...] float32.
+  """
+  p = pred.astype(jnp.float32)
+  t = target.astype(jnp.float32)
+  iw = jnp.maximum(jnp.minimum(p[..., 2], t[..., 2]) -
+                   jnp.maximum(p[..., 0], t[..., 0]), 0.0)
+  ih = jnp.maximum(jnp.minimum(p[..., 3], t[..., 3]) -
+                   jnp.maximum(p[..., 1], t[..., 1]), 0.0)
+  inter = iw * ih
+  area = lambda b: jnp.maximum(b[..., 2] - b[..., 0], 0.0) * \
+      jnp.maximum(b[..., 3] - b[..., 1], 0.0)
+  union = jnp.maximum(area(p) + area(t) - inter, eps)
+  iou = jnp.maximum(inter / union, eps)
+  iou = jnp.where(iou > floor, iou, floor + iou)
+  return -jnp.log(iou)

@@ -12,17 +12,21 @@ from scnet_jax.errors import ConfigError
 from scnet_jax.models.backbones.resnet import ResNet
 from scnet_jax.models.dense_heads.rpn_head import RPNHead
 from scnet_jax.models.necks.fpn import FPN
+from scnet_jax.models.necks.msfem import MSFEM
+from scnet_jax.models.necks.sfpn import SFPN
 from scnet_jax.models.roi_heads.cascade import CascadeRoIHeads
+from scnet_jax.models.roi_heads.comask import CoMaskRoIHeads
 from scnet_jax.models.roi_heads.htc import HTCRoIHeads
 from scnet_jax.models.roi_heads.mnc import MNCRoIHeads
 from scnet_jax.models.roi_heads.scnet import SCNetRoIHeads
 from scnet_jax.models.roi_heads.standard import StandardRoIHeads
 
 BACKBONES = {"resnet": ResNet}
-NECKS = {"fpn": FPN}
+NECKS = {"fpn": FPN, "msfem": MSFEM, "sfpn": SFPN}
 DENSE_HEADS = {"rpn": RPNHead}
 ROI_HEADS = {"standard": StandardRoIHeads, "cascade": CascadeRoIHeads,
-             "htc": HTCRoIHeads, "scnet": SCNetRoIHeads, "mnc": MNCRoIHeads}
+             "htc": HTCRoIHeads, "scnet": SCNetRoIHeads, "mnc": MNCRoIHeads,
+             "comask": CoMaskRoIHeads}
 
 
 def part_class(registry, section, cfg):

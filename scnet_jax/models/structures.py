@@ -130,15 +130,18 @@ class Detections:
   `mask_kind` says: BOX_MASKS, [B, D, M, M] over the box (pasted into the
   image by ops.paste_masks), or IMAGE_MASKS, [B, D, H / mask_stride,
   W / mask_stride] over the padded canvas (cropped to the image and
-  resized by evaluation.postprocess). mask_paste: the rule that brings
-  box-relative masks into the image (ops.paste.PASTE_RULES; the model's
-  test.mask_paste).
+  resized by evaluation.postprocess); mask_scores: [B, D] float32 scores
+  of the masks when they differ from the boxes' (CoMask: box score + 0.3
+  x predicted mask IoU) or None; the segm evaluation ranks by them.
+  mask_paste: the rule that brings box-relative masks into the image
+  (ops.paste.PASTE_RULES; the model's test.mask_paste).
   """
   boxes: jnp.ndarray
   scores: jnp.ndarray
   labels: jnp.ndarray
   num_detections: jnp.ndarray
   masks: Optional[jnp.ndarray] = None
+  mask_scores: Optional[jnp.ndarray] = None
   mask_kind: str = flax.struct.field(pytree_node=False, default=BOX_MASKS)
   mask_stride: int = flax.struct.field(pytree_node=False, default=1)
   mask_paste: str = flax.struct.field(pytree_node=False, default="mmdet")

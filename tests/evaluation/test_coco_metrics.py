@@ -77,3 +77,20 @@ def test_no_results_gives_zero():
   root = shapes_root()
   metrics, _ = coco_metrics(f"{root}/annotations/val.json", [])
   assert metrics["segm_AP"] == 0.0
+
+
+def test_segm_ranks_by_mask_score_when_given():
+  ann, results = _gt_results()
+  cats = sorted({r["category_id"] for r in results})
+  ranked = []
+  for r in results:
+    # The true detection scores low as a box, high as a mask; a copy with
+    # the wrong class the other way round.
+    ranked.append(dict(r, score=0.5, mask_score=0.9))
+    wrong = cats[(cats.index(r["category_id"]) + 1) % len(cats)]
+    ranked.append(dict(r, category_id=wrong, score=0.9, mask_score=0.1))
+  metrics, _ = coco_metrics(ann, ranked)
+  assert metrics["segm_AP"] == 1.0 and metrics["bbox_AP"] < 0.9
+  plain = [{k: v for k, v in r.items() if k != "mask_score"}
+           for r in ranked]
+  assert coco_metrics(ann, plain)[0]["segm_AP"] < 0.9

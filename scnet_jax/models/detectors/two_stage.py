@@ -2,14 +2,16 @@
 `GeneralizedRCNN`): backbone -> neck -> RPN -> RoI heads, each picked from
 its registry by the `type` of its config section.
 
-    image -> backbone -> neck (levels P2..P6) -> RPN -> Proposals
+    image -> backbone -> neck (levels P2..P6; in training also its own
+             losses, e.g. SFPN's semantic loss) -> RPN -> Proposals
           -> RoI heads (box stages, mask branch, their own context) ->
              losses, or Detections
 
 Two entry points, both jittable with static shapes:
   `loss(batch)`    -> dict of named, weighted float32 losses;
   `predict(batch)` -> Detections (models/structures.py).
-`batch_keys(train)` names the batch entries they read (shapes in
+`batch_keys(train)` names the batch entries they read (the neck's and
+the RoI heads' `train_batch_keys` in training; shapes in
 structures.batch_spec); `index` [B] int32, the image's position in the
 global batch, may be added for training: sampling keys are derived from
 it, so a global batch samples the same RoIs however it is split.
@@ -81,19 +83,27 @@ class TwoStageDetector(nn.Module, kw_only=True):
     """The batch entries `loss` (train) or `predict` reads."""
     if not train:
       return IMAGE_KEYS
-    roi_cls = registry.part_class(registry.ROI_HEADS, "roi_heads",
-                                  self.cfg.roi_heads)
-    return IMAGE_KEYS + roi_cls.train_batch_keys(self.cfg.roi_heads)
+    keys = IMAGE_KEYS
+    for section, reg in (("neck", registry.NECKS),
+                         ("roi_heads", registry.ROI_HEADS)):
+      cls = registry.part_class(reg, section, self.cfg[section])
+      keys += tuple(k for k in cls.train_batch_keys(self.cfg[section])
+                    if k not in keys)
+    return keys
 
-  def features(self, image, image_hw):
+  def backbone_features(self, image, image_hw):
     """[B, H, W, 3] uint8 pixels, each image top-left, [B, 2] its resized
-    size -> the neck's levels [B, H_l, W_l, C], zero outside each image's
-    canvas (structures.Canvas): inside it, what the network computes on
-    that image alone padded to a multiple of 32."""
+    size -> (the backbone's C2..C5, the batch's structures.Canvas). Maps
+    are zero outside each image's canvas: inside it, what the network
+    computes on that image alone padded to a multiple of 32."""
     x = ops.normalize_and_pad(image, image_hw, self.cfg.pixel_mean,
                               self.cfg.pixel_std)
     canvas = Canvas.of(image_hw, image.shape[1:3])
-    return self.neck(self.backbone(x, canvas), canvas)
+    return self.backbone(x, canvas), canvas
+
+  def features(self, image, image_hw):
+    """-> the neck's levels [B, H_l, W_l, C] (see backbone_features)."""
+    return self.neck(*self.backbone_features(image, image_hw))
 
   def loss(self, batch):
     """Named float32 losses (weights applied); the total is their sum."""
@@ -101,9 +111,12 @@ class TwoStageDetector(nn.Module, kw_only=True):
     keys = image_keys(self.make_rng("sample"), index)
     gt = GroundTruth.from_batch(batch)
     image_hw = batch["image_hw"]
-    feats = self.features(batch["image"], image_hw)
-    losses, proposals = self.rpn_head.loss_and_proposals(feats, gt,
-                                                         image_hw, keys)
+    feats, losses = self.neck.loss(
+        *self.backbone_features(batch["image"], image_hw), gt,
+        self.axis_name)
+    rpn_losses, proposals = self.rpn_head.loss_and_proposals(feats, gt,
+                                                             image_hw, keys)
+    losses.update(rpn_losses)
     losses.update(self.roi_heads.loss(feats, proposals, gt, image_hw, keys))
     return losses
 

@@ -13,13 +13,15 @@ class BBoxHead(nn.Module, kw_only=True):
 
   Returns:
     cls_logits [K, num_classes + 1] float32 (background last),
-    deltas [K, 4] (class-agnostic) or [K, num_classes, 4] float32,
+    deltas [K, 4] (class-agnostic) or [K, num_classes, 4] float32, or
+      None without `with_reg` (a classification-only head, CoMask's),
     shared [K, fc_dim], the last shared FC output (SCNet's relayed feature).
   """
   num_classes: int
   class_agnostic: bool = True
   num_shared_fcs: int = 2
   fc_dim: int = 1024
+  with_reg: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -30,6 +32,8 @@ class BBoxHead(nn.Module, kw_only=True):
                            dtype=self.dtype, name=f"shared_fcs_{i}")(x))
     cls = nn.Dense(self.num_classes + 1, kernel_init=normal(0.01),
                    dtype=self.dtype, name="fc_cls")(x)
+    if not self.with_reg:
+      return cls.astype(jnp.float32), None, x
     n_reg = 4 if self.class_agnostic else 4 * self.num_classes
     reg = nn.Dense(n_reg, kernel_init=normal(0.001), dtype=self.dtype,
                    name="fc_reg")(x)

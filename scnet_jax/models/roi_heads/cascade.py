@@ -14,11 +14,9 @@ mask heads' probabilities too. Optionally HTC's fused semantic branch
 """
 from typing import Any, Sequence
 
-import jax.numpy as jnp
-
 from scnet_jax import ops
 from scnet_jax.errors import ConfigError
-from scnet_jax.models.losses import normalizer, softmax_ce
+from scnet_jax.models.losses import semantic_ce
 from scnet_jax.models.roi_heads.semantic_head import SemanticHead
 from scnet_jax.models.roi_heads.standard import StandardRoIHeads
 from scnet_jax.models.structures import SEMANTIC_KEY
@@ -77,11 +75,8 @@ class CascadeRoIHeads(StandardRoIHeads, kw_only=True):
   def semantic_loss(self, logits, gt):
     """CE over non-ignored pixels (mmdet 2.8, how SCNet was trained)."""
     cfg = self.semantic_head
-    gt = gt.astype(jnp.int32)
-    keep = gt != cfg.ignore_label
-    ce = softmax_ce(logits, jnp.where(keep, gt, 0))
-    norm = normalizer(jnp.sum(keep), self.axis_name)
-    return cfg.loss_weight * jnp.sum(jnp.where(keep, ce, 0.0)) / norm
+    return cfg.loss_weight * semantic_ce(logits, gt, cfg.ignore_label,
+                                         self.axis_name)
 
   def train_box_stages(self, feats, proposals, gt, image_hw, image_keys,
                        ctx, losses):

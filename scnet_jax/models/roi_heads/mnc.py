@@ -109,7 +109,7 @@ class MNCRoIHeads(StandardRoIHeads, kw_only=True):
 
   # ------------------------------------------------------------ entries
   def loss(self, feats, proposals, gt, image_hw, image_keys):
-    ctx, losses = self.context(feats, gt)
+    ctx, losses = self.context(feats, image_hw, gt)
     smp = self.sample(0, image_keys, proposals.boxes, proposals.valid, gt)
     rounds = self.train_stages // 2
     for r in range(rounds):
@@ -128,7 +128,7 @@ class MNCRoIHeads(StandardRoIHeads, kw_only=True):
   def predict(self, feats, proposals, image_hw):
     """Detections with [B, D, mask_size, mask_size] voted masks over their
     (tight) boxes."""
-    ctx, _ = self.context(feats)
+    ctx, _ = self.context(feats, image_hw)
     rois, valid = proposals.boxes, proposals.valid
     cands = []
     rounds = self.test_stages // 2

@@ -330,15 +330,21 @@ class StandardRoIHeads(nn.Module, kw_only=True):
     bsz, k = pos.rois.shape[:2]
     logits = logits.reshape(bsz, k, *logits.shape[1:])
     labels = jnp.minimum(pos.labels, self.num_classes - 1)
-    clipped = ops.clip_boxes(jax.lax.stop_gradient(pos.rois), image_hw)
-    targets = jax.vmap(lambda cr, wn, b, gi: ops.mask_targets(
-        cr, wn, b, gi, self.mask_size, self.mask_target_sampling_ratio))(
-            gt.mask_crops, gt.mask_windows, clipped, pos.gt_index)
+    targets = self.positive_mask_targets(pos, gt, image_hw)
     picked = jnp.take_along_axis(logits, labels[:, :, None, None, None],
                                  axis=-1)[..., 0]
     bce = sigmoid_bce(picked, targets).mean(axis=(-1, -2))
     norm = normalizer(jnp.sum(pos.is_pos), self.axis_name)
     return jnp.sum(jnp.where(pos.is_pos, bce, 0.0)) / norm
+
+  def positive_mask_targets(self, pos, gt, image_hw):
+    """[B, K, M, M] binary targets of the RoIs pos.rois [B, K, 4] (clipped
+    to the image) from their ground truths' crops; targets take no
+    gradient in the boxes (MNC's boxes carry one)."""
+    clipped = ops.clip_boxes(jax.lax.stop_gradient(pos.rois), image_hw)
+    return jax.vmap(lambda cr, wn, b, gi: ops.mask_targets(
+        cr, wn, b, gi, self.mask_size, self.mask_target_sampling_ratio))(
+            gt.mask_crops, gt.mask_windows, clipped, pos.gt_index)
 
   def predict_boxes(self, feats, rois, image_hw, ctx):
     """Box stages on rois [B, P, 4] -> (boxes [B, P, C | 1, 4], the last

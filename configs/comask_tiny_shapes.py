@@ -1,0 +1,15 @@
+"""A small CoMask (MSFEM neck, collaborative head) on the embedded shapes
+dataset (CPU-sized).
+
+  python train.py --config configs/comask_tiny_shapes.py \
+      --workdir runs/comask_tiny
+ResNet-18 at quarter width with GroupNorm (trained from scratch), 64-channel
+MSFEM and heads (the 10-conv trunk kept, its IoU FCs at 128), 128x128
+images. Ablations: --config.model.neck.num_branches=1|2|4,
+--config.model.roi_heads.collaborative=False.
+"""
+from scnet_jax import config_lib
+
+
+def get_config():
+  return config_lib.tiny_shapes("comask")

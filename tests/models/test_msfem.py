@@ -1,0 +1,84 @@
+"""MSFEM (necks/msfem.py): parameter counts derived by hand from the layer
+list (SEEDS.md; the authors' `SIM`), layer by layer; shapes; bad fields
+refused."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from scnet_jax import config_lib
+from scnet_jax.errors import ConfigError
+from scnet_jax.inspect import part_counts
+from scnet_jax.models import build_model
+from scnet_jax.models.necks.msfem import MSFEM, MSFEModule
+
+C = 256
+conv3 = lambda cin, cout, bias: 9 * cin * cout + (cout if bias else 0)
+gn = lambda c: 2 * c
+
+
+def module_count(branches, attention):
+  """One level's module, written out from the spec's layer list."""
+  n = 0
+  if branches >= 2:   # sub-branch 1: b - 1 convs on x (C -> C)
+    n += (branches - 1) * (conv3(C, C, True) + gn(C))
+  for k in range(2, branches):  # sub-branch k: b - k convs, the first on 2C
+    n += conv3(2 * C, C, True) + gn(C)
+    n += (branches - k - 1) * (conv3(C, C, True) + gn(C))
+  n += branches * C * C + C                      # 1x1 reduce, with bias
+  gate = C * (C // 4) + (C // 4) * C             # two FCs, no biases
+  rca = gate + conv3(C, C, False) + gn(C)        # + conv3x3 (no bias) + GN
+  n += {"rca": rca, "ca": gate, "sca": 9 * 2 * 1 + rca, "none": 0}[attention]
+  return n
+
+
+def test_four_branch_rca_module_by_hand():
+  # Written out for b = 4, RCA: the three sub-branches, reduce, RCA.
+  expected = (3 * (9 * 256 * 256 + 256 + 2 * 256)          # 3 convs on x
+              + (9 * 512 * 256 + 256 + 2 * 256)            # concat -> conv
+              + (9 * 256 * 256 + 256 + 2 * 256)            #   -> conv
+              + (9 * 512 * 256 + 256 + 2 * 256)            # concat -> conv
+              + (1024 * 256 + 256)                         # 1x1 reduce
+              + (256 * 64 + 64 * 256)                      # CA FCs
+              + (9 * 256 * 256 + 2 * 256))                 # RCA conv + GN
+  assert module_count(4, "rca") == expected == 5_608_704
+  x = jnp.zeros((1, 16, 16, C))
+  shapes = jax.eval_shape(lambda: MSFEModule(num_branches=4).init(
+      jax.random.PRNGKey(0), x))
+  assert sum(np.prod(s.shape) for s in jax.tree.leaves(shapes)) == expected
+
+
+@pytest.mark.parametrize("branches,attention", [
+    (1, "rca"), (2, "rca"), (4, "rca"), (4, "ca"), (4, "sca"), (4, "none")])
+def test_neck_counts_by_hand(branches, attention):
+  c = config_lib.get_base("mask_rcnn")
+  c.model.neck = config_lib.ml_collections.ConfigDict(dict(
+      type="msfem", channels=256, strides=(4, 8, 16, 32, 64),
+      num_branches=branches, attention=attention))
+  laterals = sum(cin * C + C for cin in (256, 512, 1024, 2048))
+  assert part_counts(c)["neck"] == laterals + 4 * module_count(branches,
+                                                               attention)
+
+
+def test_levels_keep_fpn_shapes():
+  neck = MSFEM(channels=32, num_branches=4)
+  inputs = [jnp.ones((2, 32 // s, 40 // s, 8 * s)) for s in (1, 2, 4, 8)]
+  out, _ = jax.jit(lambda x: neck.init_with_output(jax.random.PRNGKey(0),
+                                                   x))(inputs)
+  assert [o.shape for o in out] == [(2, 32, 40, 32), (2, 16, 20, 32),
+                                    (2, 8, 10, 32), (2, 4, 5, 32),
+                                    (2, 2, 3, 32)]
+  assert all(np.isfinite(np.asarray(o)).all() for o in out)
+
+
+@pytest.mark.parametrize("field,value", [("num_branches", 0),
+                                         ("attention", "se"),
+                                         ("channels", 48)])
+def test_bad_fields_are_refused(field, value):
+  c = config_lib.get_base("mask_rcnn")
+  c.model.neck = config_lib.ml_collections.ConfigDict(dict(
+      type="msfem", channels=256, strides=(4, 8, 16, 32, 64),
+      num_branches=4, attention="rca"))
+  c.model.neck[field] = value
+  with pytest.raises(ConfigError, match=f"model.neck.{field}"):
+    build_model(c)
