@@ -18,8 +18,8 @@ from tests.training.test_resume import (_assert_runs_equal, _params, _train,
 def test_non_finite_loss_resumes_from_the_last_good_checkpoint(reference,
                                                                tmp_path):
   _train(tmp_path, 2)
-  p = _train(tmp_path, 6, "--config.base_lr=1e30",
-             "--config.grad_clip_norm=0", check=False)
+  # The clip (35) stays: the optimiser state keeps its structure.
+  p = _train(tmp_path, 6, "--config.base_lr=1e30", check=False)
   assert p.returncode == 2, p.stdout + p.stderr
   assert "Traceback" not in p.stderr
   (err,) = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
