@@ -141,11 +141,15 @@ def reference(family):
 
 def _ours(family, state):
   c = config_lib.get_base(family)
+  # The parameter layout is the default config's: with HTC's last_stage
+  # merge the earlier mask heads' logits are not called at test, yet the
+  # checkpoint holds them.
+  full = build_model(c)
   for key, value in MMDET_33.get(family, {}).items():
     section, field = key.split(".")
     c.model[section][field] = value
   model = build_model(c)
-  shapes = jax.eval_shape(lambda b: model.init(
+  shapes = jax.eval_shape(lambda b: full.init(
       {"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)},
       b), dummy_batch(c, 1, (64, 64)))
   zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)

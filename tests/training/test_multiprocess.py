@@ -39,9 +39,17 @@ def _losses(workdir):
           for s, r in read_metrics(workdir).items()}
 
 
+# Steps compared between 2 x 2 and 1 x 4 devices. The collectives sum in
+# another order, and from step 4 on that float noise (1e-7 relative at
+# steps 1-3) is amplified by discrete events (a sample or top-k crossing a
+# tie): measured 6e-4 at step 4, 8 % at step 8. Averaging gradients over
+# one process's devices only changes step 2 already far beyond 1e-4.
+COMPARED_STEPS = 3
+
+
 def _assert_close(a, b):
   assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))
-  for s in a:
+  for s in range(1, COMPARED_STEPS + 1):
     assert set(a[s]) == set(b[s]) and len(a[s]) > 3
     for k in a[s]:
       np.testing.assert_allclose(a[s][k], b[s][k], rtol=1e-4, atol=1e-6,
