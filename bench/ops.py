@@ -11,6 +11,7 @@ The last line is the geometric mean of torchvision time / our time.
   python bench/ops.py
 """
 import contextlib
+import importlib
 import os
 import sys
 
@@ -24,7 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 from bench.common import report, time_call, time_jax  # noqa: E402
 from scnet_jax import ops  # noqa: E402
-from scnet_jax.ops import roi_align as roi_align_lib  # noqa: E402
+# The module itself: scnet_jax.ops re-exports the function under its name.
+roi_align_lib = importlib.import_module("scnet_jax.ops.roi_align")
 
 CAP = 4
 
