@@ -32,10 +32,11 @@ CAP = 4
 
 
 def _capped_flat(flat, rois, scale, height, width, offset, output_size,
-                 sampling_ratio, aligned, roi_grad=False, extent=None):
+                 sampling_ratio, aligned, roi_grad=False, extent=None,
+                 tile=None):
   """The capped adaptive formula this repository used before: min(ceil(roi /
   out), 4) samples per bin axis, 4 taps each, as one static gather."""
-  del sampling_ratio, roi_grad
+  del sampling_ratio, roi_grad, tile
   extent = (height, width) if extent is None else extent
   oh, ow = output_size
   _, _, rw, rh = roi_align_lib._roi_frames(rois, scale, aligned, False,
