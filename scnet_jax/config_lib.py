@@ -195,7 +195,7 @@ def comask_model():
       reg_loss_weight=2.0, mask_iou_loss_weight=0.5, reg_num_convs=10,
       reg_fc_dim=1024, reg_samples_per_image=96, jitter=0.15,
       mask_iou_weight=0.3, max_level=3, roi_pooling="align",
-      refined_nms_iou=0.0)
+      refined_nms_iou=0.0, reg_weighting="mean")
   m.rpn = _rpn(test_post_nms=700)
   m.test = _test(0.05)
   m.test.nms_iou = 0.3

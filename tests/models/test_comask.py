@@ -139,6 +139,39 @@ def test_collaborative_switch_changes_only_the_weights():
   assert float(a["loss_reg"]) < float(b["loss_reg"])
 
 
+def _authors_reg_reduction(loss, weight):
+  """The authors' IoULoss reduction (mmdet 1.x weight_reduce_loss, mean):
+  the loss as bbox_overlaps(is_aligned=True) returns it, [N * 49], times
+  the weight as SID.py passes it, reg_weights.reshape(-1, 1)."""
+  loss = torch.from_numpy(loss.reshape(-1))
+  weight = torch.from_numpy(weight.reshape(-1, 1))
+  return float((loss * weight).mean())
+
+
+@pytest.mark.parametrize("weighting", ["mean", "cell"])
+def test_dense_reg_loss_reduction(weighting):
+  from scnet_jax.models.roi_heads.comask import CoMaskRoIHeads
+  heads = CoMaskRoIHeads(num_classes=2, channels=64, feature_strides=(4,),
+                         test=None, reg_weighting=weighting)
+  rng = np.random.default_rng(0)
+  cell = rng.uniform(0, 2, (2, 3, 7, 7)).astype(np.float32)
+  p = rng.uniform(0, 1, (2, 3, 7, 7)).astype(np.float32)
+  weight = np.where(p > 0.5, p, 0).astype(np.float32)
+  valid = np.array([[True, True, True], [True, True, False]])
+  # The authors' rows are all valid: compare on the valid rows only.
+  rows = valid.reshape(-1)
+  sel = lambda a: a.reshape(6, 7, 7)[rows]
+  ours = float(heads.dense_reg_loss(cell, weight, valid))
+  if weighting == "mean":
+    ref = _authors_reg_reduction(sel(cell), sel(weight))
+  else:   # the per-cell product the paper describes, same mean
+    ref = float(torch.from_numpy(sel(cell) * sel(weight)).mean())
+  np.testing.assert_allclose(ours, ref, rtol=1e-6)
+  # Unweighted (collaborative=False): the plain mean of the valid cells.
+  np.testing.assert_allclose(float(heads.dense_reg_loss(cell, None, valid)),
+                             sel(cell).mean(), rtol=1e-6)
+
+
 def _torch_roi_align(feats, rois, size, scale, ratio):
   b, k = rois.shape[:2]
   idx = np.repeat(np.arange(b), k)[:, None].astype(np.float32)

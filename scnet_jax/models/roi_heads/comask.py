@@ -8,10 +8,13 @@ is weighted by its own mask.
            positives -> jitter +-15% -> at most reg_samples_per_image
            -> RoIAlign 14x14 -> CoMaskHead -> reg, mask, mask IoU
              loss_reg:      IoU loss of the 49 cell boxes vs the gt box,
-                            each cell weighted by w = p * (p > 0.5), p the
-                            label's mask probability resized to 7x7
+                            weighted by w = p * (p > 0.5), p the label's
+                            mask probability resized to 7x7
                             (stop_gradient: the box loss never reaches the
-                            mask layers), x reg_loss_weight (2)
+                            mask layers): every cell x the batch's mean w
+                            (reg_weighting="mean", the authors' code as it
+                            runs) or each cell x its own w ("cell"),
+                            x reg_loss_weight (2)
              loss_mask:     BCE on the label's 28x28 mask
              loss_mask_iou: MSE on the IoU of the binarised mask with the
                             whole gt mask, targets in (0.1, 1], x0.5
@@ -49,6 +52,7 @@ from scnet_jax.models.structures import keys_for
 from scnet_jax.ops.ratio_roi_align import ratio_roi_align, ratio_roi_levels
 
 POOLINGS = ("align", "dpool", "mdpool")
+REG_WEIGHTINGS = ("mean", "cell")
 JITTER_KEY = 101   # keys_for ids of the head's own random draws
 SUBSET_KEY = 102
 
@@ -87,6 +91,14 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
   # Box-head pooling: "align" (RoIAlign), "dpool" / "mdpool" (deformable,
   # plain / modulated; one pack per level, as mmdet's extractor builds).
   roi_pooling: str = "align"
+  # How the cell weights w enter the dense IoU loss. "mean" (the authors'
+  # code as it runs): their IoULoss multiplies the loss [N * 49] by w
+  # [N * 49, 1], a broadcast to [N * 49, N * 49] whose mean is mean(loss)
+  # x mean(w): every cell regresses, scaled by the batch's mean weight.
+  # "cell" (the paper's description and SEEDS.md): each cell's loss x its
+  # own w, so the cells outside the predicted mask never learn, though the
+  # test-time mean still weights them by their (unthresholded) p.
+  reg_weighting: str = "mean"
   # > 0: a second per-class NMS at this IoU on the refined boxes (D2Det's
   # detection-only test path has one, soft-NMS 0.5; the authors' CoMask
   # and D2Det mask paths have none: 0, the default).
@@ -104,6 +116,9 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
                         f"{4 * cfg.roi_size}, got {cfg.mask_size}")
     if cfg.get("reg_samples_per_image", 96) < 1:
       raise ConfigError("model.roi_heads.reg_samples_per_image: at least 1")
+    if cfg.get("reg_weighting", "mean") not in REG_WEIGHTINGS:
+      raise ConfigError(f"model.roi_heads.reg_weighting: one of "
+                        f"{REG_WEIGHTINGS}, got {cfg.reg_weighting!r}")
     if cfg.get("roi_pooling", "align") not in POOLINGS:
       raise ConfigError(f"model.roi_heads.roi_pooling: one of {POOLINGS}, "
                         f"got {cfg.roi_pooling!r}")
@@ -190,6 +205,25 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
         jax.lax.stop_gradient(mask_logits)[..., None], (m, m))[..., 0])
     return p if threshold is None else jnp.where(p > threshold, p, 0.0)
 
+  def dense_reg_loss(self, cell, weight, valid):
+    """Mean of the cell losses cell [B, K, m, m] of the valid [B, K]
+    positives, weighted by weight [B, K, m, m] (None: unweighted) as
+    reg_weighting says -> float32 scalar."""
+    keep = valid[..., None, None]
+    cells = normalizer(jnp.sum(valid), self.axis_name) * (
+        cell.shape[-1] * cell.shape[-2])
+    cell = jnp.where(keep, cell, 0.0)
+    if weight is not None:
+      weight = jnp.where(keep, weight, 0.0)
+      if self.reg_weighting == "mean":
+        # One scalar, the batch's mean weight (pmean: over all devices').
+        total = jnp.sum(weight)
+        if self.axis_name is not None:
+          total = jax.lax.pmean(total, self.axis_name)
+        weight = total / cells
+      cell = cell * weight
+    return jnp.sum(cell) / cells
+
   def jittered(self, keys, boxes, image_hw):
     """Boxes [B, K, 4] with centres moved and sizes scaled by up to
     +-jitter of their size (the authors' _random_jitter), clipped."""
@@ -255,11 +289,9 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
     target = jnp.broadcast_to(pos.target_boxes[:, :, None, None, :],
                               pred.shape)
     weight = (self.cell_weights(picked, self.reg_weight_thr)
-              if self.collaborative else jnp.ones(pred.shape[:-1]))
-    cell = jnp.where(valid[..., None, None], iou_loss(pred, target) * weight,
-                     0.0)
-    losses["loss_reg"] = self.reg_loss_weight * jnp.sum(cell) / (
-        norm * self.roi_size ** 2)
+              if self.collaborative else None)
+    losses["loss_reg"] = self.reg_loss_weight * self.dense_reg_loss(
+        iou_loss(pred, target), weight, valid)
 
     losses["loss_mask"] = self.mask_loss(logits, pos, gt, image_hw)
 
