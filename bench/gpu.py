@@ -33,8 +33,12 @@ wheels). Once, in the repo root the device tool sends:
     addict==2.4.0 yapf==0.43.0 platformdirs==4.14.9 termcolor==3.3.0 \\
     terminaltables==3.1.10 pycocotools==2.0.11 shapely==2.2.0
 Then the device run: command `bash bench/gpu_run.sh 480`, carry [".whl"],
-timeout_s 600 (the script installs the wheels offline into /tmp/site and
-writes $OUT/gpu.log and $OUT/gpu.json).
+timeout_s 600. The script installs the wheels offline,
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+and writes $OUT/gpu.log and $OUT/gpu.json (one JSON row a result). Extra
+arguments go to this script, e.g. `bash bench/gpu_run.sh 420 --models
+scnet,cascade_semantic` for a partial run.
 """
 import argparse
 import json
