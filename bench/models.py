@@ -5,16 +5,16 @@ from PIL import Image
 
 from scnet_jax.convert.core import convert_state_dict
 from scnet_jax.models import build_model
-from scnet_jax.predictor import load_config
 from scnet_jax.training.state import init_variables
 
 H, W = 800, 1216
 
 
-def photo(batch=1):
-  """A real photograph resized to 800x1216, as [B, H, W, 3] uint8."""
+def photo(batch=1, hw=(H, W)):
+  """A real photograph resized to hw (800x1216), as [B, H, W, 3] uint8."""
   import skimage.data
-  image = np.asarray(Image.fromarray(skimage.data.astronaut()).resize((W, H)))
+  image = np.asarray(Image.fromarray(skimage.data.astronaut()).resize(
+      hw[::-1]))
   return np.stack([image] * batch)
 
 
@@ -28,6 +28,9 @@ def torchvision_model():
 
 def ours_from(tv_model, config_path="configs/mask_rcnn_r50_fpn_torchvision.py",
               bucket=(H, W)):
+  # Imported here: the predictor pulls in the data loader (grain), which
+  # the benches that only build models do not need.
+  from scnet_jax.predictor import load_config
   config = load_config(config_path)
   config.data.buckets = (bucket,)
   config.data.max_instances = 8

@@ -18,13 +18,17 @@ from bench.models import H, W, ours_from, photo, torchvision_model  # noqa
 from scnet_jax.ops.mask_targets import crop_instance_mask  # noqa: E402
 
 
-def targets(n=4):
-  """n box-shaped instances: boxes [n, 4], labels [n] (1-based), masks."""
+def targets(n=4, hw=(H, W)):
+  """n box-shaped instances in an hw image (instances of 80 to 300 pixels
+  at 800x1216, scaled with the image): boxes [n, 4], labels [n]
+  (1-based), masks [n, h, w] uint8."""
+  H, W = hw  # noqa: N806
+  k = min(H / 800, W / 1216)
   rng = np.random.default_rng(0)
   boxes, masks = [], []
   for _ in range(n):
-    x, y = rng.uniform(50, [W - 350, H - 350])
-    w, h = rng.uniform(80, 300, 2)
+    x, y = rng.uniform(50 * k, [W - 350 * k, H - 350 * k])
+    w, h = rng.uniform(80 * k, 300 * k, 2)
     boxes.append([x, y, x + w, y + h])
     m = np.zeros((H, W), np.uint8)
     m[int(y):int(y + h), int(x):int(x + w)] = 1

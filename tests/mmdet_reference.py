@@ -23,8 +23,9 @@ holds only kernels, taken from torchvision, never from scnet_jax:
   * `roi_align_forward(...)`: `torchvision.ops.roi_align` (the same
     bilinear RoIAlign with adaptive sampling_ratio=0 and the `aligned`
     half-pixel offset); average pooling only, max pooling raises. Used by
-    `mmcv.ops.RoIAlign` / `roi_align` forward passes; the backward kernel
-    is not provided.
+    `mmcv.ops.RoIAlign` / `roi_align` forward passes.
+  * `roi_align_backward(...)`: torchvision's `_roi_align_backward` (the
+    adjoint of the same kernel), for mmdet training steps (bench/gpu.py).
 
 Every other attribute of the stand-in is a stub that raises
 NotImplementedError when called, so `mmcv.ops` imports (its `load_ext`
@@ -67,6 +68,19 @@ def _roi_align_forward(input, rois, output, argmax_y, argmax_x, *,
       sampling_ratio, aligned))
 
 
+def _roi_align_backward(grad_output, rois, argmax_y, argmax_x, grad_input,
+                        *, aligned_height, aligned_width, spatial_scale,
+                        sampling_ratio, pool_mode, aligned):
+  del argmax_y, argmax_x
+  if pool_mode != 1:
+    raise NotImplementedError(
+        "mmcv._ext.roi_align_backward stand-in: only pool_mode='avg'")
+  n, c, h, w = grad_input.shape
+  grad_input.copy_(torch.ops.torchvision._roi_align_backward(
+      grad_output.contiguous(), rois, spatial_scale, aligned_height,
+      aligned_width, n, c, h, w, sampling_ratio, aligned))
+
+
 def _missing(name):
   def stub(*args, **kwargs):
     raise NotImplementedError(
@@ -82,6 +96,7 @@ def _make_ext():
   ext.IS_STAND_IN = True
   ext.nms = _nms
   ext.roi_align_forward = _roi_align_forward
+  ext.roi_align_backward = _roi_align_backward
 
   def __getattr__(name):
     if name.startswith("__"):
