@@ -16,6 +16,7 @@ structures.batch_spec); `index` [B] int32, the image's position in the
 global batch, may be added for training: sampling keys are derived from
 it, so a global batch samples the same RoIs however it is split.
 """
+import flax.linen as nn
 import jax.numpy as jnp
 
 from scnet_jax.models import registry
