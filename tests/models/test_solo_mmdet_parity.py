@@ -154,13 +154,15 @@ def test_detections_equal_mmdet():
   n = int(dets.num_detections[0])
   want_scores = inst.scores.numpy()
   assert n == len(want_scores) and n > 10
-  np.testing.assert_array_equal(np.asarray(dets.labels[0, :n]),
-                                inst.labels.numpy())
-  np.testing.assert_allclose(np.asarray(dets.scores[0, :n]), want_scores,
-                             atol=1e-3)
   got = paste_image_masks(np.asarray(dets.masks[0, :n]), dets.mask_stride,
                           (SIDE, SIDE), (SIDE, SIDE))
   want = inst.masks.numpy()
-  inter = np.sum(got & want, (1, 2))
-  union = np.maximum(np.sum(got | want, (1, 2)), 1)
-  assert np.min(inter / union) > 0.95, np.sort(inter / union)[:5]
+  labels, scores = np.asarray(dets.labels[0]), np.asarray(dets.scores[0])
+  want_labels = inst.labels.numpy()
+  # Rank by rank, allowing a swap of near-tied neighbours.
+  for i in range(n):
+    ious = [np.sum(got[i] & want[j]) / max(np.sum(got[i] | want[j]), 1)
+            for j in range(max(i - 2, 0), min(i + 3, n))
+            if want_labels[j] == labels[i] and
+            abs(want_scores[j] - scores[i]) < 1e-3]
+    assert ious and max(ious) > 0.95, (i, ious)
