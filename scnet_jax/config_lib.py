@@ -218,13 +218,80 @@ def comask_2x():
   return c
 
 
+def solo_model():
+  """SOLO R-50-FPN (mmdet solo_r50_fpn_1x_coco): FPN P2..P6 without extra
+  convs, SOLOHead with 7-conv GN towers; test as mmdet's test_cfg."""
+  m = _common_model()
+  m.type = "one_stage"
+  del m["rpn"], m["delta_clamp"]
+  m.mask_head = ml_collections.ConfigDict(dict(
+      type="solo", feat_channels=256, stacked_convs=7,
+      strides=(8, 8, 16, 32, 32),
+      scale_ranges=((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048)),
+      num_grids=(40, 36, 24, 16, 12), pos_scale=0.2, num_groups=32,
+      focal_gamma=2.0, focal_alpha=0.25, loss_cls_weight=1.0,
+      loss_mask_weight=3.0))
+  m.test = ml_collections.ConfigDict(dict(
+      score_thr=0.1, mask_thr=0.5, filter_thr=0.05, nms_pre=500,
+      max_per_img=100, kernel="gaussian", sigma=2.0))
+  return m
+
+
+def solo_1x():
+  """SOLO R-50 1x: mmdet's schedule with lr 0.01 at batch 16."""
+  c = get_base("solo")
+  c.model_name = "solo_r50_fpn_1x_coco"
+  c.base_lr = 0.01
+  c.data.train.seg_dir = ""
+  return c
+
+
+def solo_tiny_shapes():
+  """A small SOLO on the embedded shapes (128 px): ResNet-18 at quarter
+  width with GN, 64-channel FPN, 4-conv 64-channel towers, grids and
+  scale ranges sized to 128 px objects."""
+  c = get_base("solo")
+  c.model_name = "solo_tiny_shapes"
+  m = c.model
+  m.num_classes = 4
+  m.backbone.update(depth=18, base_channels=16, frozen_stages=-1, norm="gn")
+  m.neck.channels = 64
+  m.mask_head.update(feat_channels=64, stacked_convs=4, num_groups=16,
+                     num_grids=(12, 10, 8, 6, 4),
+                     scale_ranges=((1, 24), (12, 48), (24, 96), (48, 192),
+                                   (96, 512)))
+  m.test.update(max_per_img=20, nms_pre=200)
+  d = c.data
+  d.source = "shapes"
+  d.train.update(ann_file="", image_dir="", seg_dir="")
+  d.val.update(ann_file="", image_dir="", seg_dir="")
+  d.buckets = ((128, 128),)
+  d.image_scale = (128, 128)
+  d.max_instances = 12
+  d.mask_crop_size = 32
+  d.flip_prob = 0.5
+  c.global_batch = 8
+  c.base_lr = 0.01
+  c.base_batch = 8
+  c.grad_clip_norm = 35.0
+  c.warmup_steps = 100
+  c.warmup_ratio = 1.0 / 3
+  c.total_steps = 1200
+  c.lr_decay_epochs = (8, 11)
+  c.checkpoint_every = 300
+  c.log_every = 50
+  c.eval_batch_per_device = 8
+  c.visualize_at_end = 6
+  return c
+
+
 # Base models by name: the configs and the tests start from these.
 SYSTEMS = {"mask_rcnn": mask_rcnn_model,
            "cascade_mask_rcnn": cascade_mask_rcnn_model,
            "htc": htc_model, "scnet": scnet_model, "mnc": mnc_model,
            "mask_rcnn_sfpn": mask_rcnn_sfpn_model,
            "cascade_mask_rcnn_sfpn": cascade_mask_rcnn_sfpn_model,
-           "comask": comask_model}
+           "comask": comask_model, "solo": solo_model}
 
 
 def get_base(system):

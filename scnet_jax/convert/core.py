@@ -6,7 +6,8 @@ from scnet_jax.convert.layout import IGNORED, RULES, convert_tensor, map_module
 from scnet_jax.errors import CheckpointError
 
 # Heads whose shape depends on the class count (reinitialised on request).
-CLASS_HEADS = ("fc_cls", "fc_reg", "conv_logits", "glbctx_head/fc")
+CLASS_HEADS = ("fc_cls", "fc_reg", "conv_logits", "glbctx_head/fc",
+               "mask_head/conv_cls")
 
 
 def _show(keys, limit=8):

@@ -78,6 +78,14 @@ MMDET_RULES = _backbone_rules("backbone.") + [
     (r"roi_head\.glbctx_head\.fc$", "glbctx_head/fc", "linear"),
     (r"roi_head\.feat_relay_head\.fc$", "feat_relay_head/fc",
      "linear_chw_out"),
+    # SOLO: GN weight/bias are BatchNorm's affine pair ("bn" kind).
+    (r"mask_head\.(mask_convs|cls_convs)\.(\d)\.conv$",
+     r"mask_head/\1_\2/conv", "conv"),
+    (r"mask_head\.(mask_convs|cls_convs)\.(\d)\.gn$",
+     r"mask_head/\1_\2/gn", "bn"),
+    (r"mask_head\.conv_mask_list\.(\d)$", r"mask_head/conv_mask_list_\1",
+     "conv"),
+    (r"mask_head\.conv_cls$", "mask_head/conv_cls", "conv"),
 ]
 
 TORCHVISION_MASKRCNN_RULES = _backbone_rules("backbone.body.") + [

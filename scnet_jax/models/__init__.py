@@ -2,10 +2,11 @@
 describes (`model.type`, then one registered part per section)."""
 import ml_collections
 
+from scnet_jax.models.detectors.one_stage import OneStageDetector
 from scnet_jax.models.detectors.two_stage import TwoStageDetector
 from scnet_jax.models.registry import part_class
 
-DETECTORS = {"two_stage": TwoStageDetector}
+DETECTORS = {"two_stage": TwoStageDetector, "one_stage": OneStageDetector}
 
 
 def build_model(config, axis_name=None):

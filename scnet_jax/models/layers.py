@@ -1,10 +1,11 @@
 """Small building blocks shared by the heads: mmcv's ConvModule without
-norm, mmdet's SimplifiedBasicBlock, a 2x2 stride-2 transposed conv, and the
-initialisers mmdet uses."""
+norm and with a canvas GroupNorm, mmdet's SimplifiedBasicBlock, a 2x2
+stride-2 transposed conv, and the initialisers mmdet uses."""
 import functools
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from scnet_jax.models.structures import mask_canvas
@@ -120,3 +121,55 @@ class Deconv2x2(nn.Module):
     n, h, _, w, _, o = y.shape
     return y.reshape(n, 2 * h, 2 * w, o) + bias.astype(self.dtype)
 
+
+
+class CanvasGroupNorm(nn.Module):
+  """GroupNorm (eps 1e-5, affine: params scale and bias, as nn.GroupNorm)
+  whose statistics are taken over each image's canvas only, so a map
+  padded into a bucket normalises as the image alone would.
+
+  x: [B, H, W, C]; inside: [B, H, W, 1] bool or None (the whole map) ->
+  [B, H, W, C] in x's dtype (float32 statistics).
+  """
+  num_groups: int = 32
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, inside=None):
+    b, h, w, c = x.shape
+    g = self.num_groups
+    scale = self.param("scale", nn.initializers.ones, (c,))
+    bias = self.param("bias", nn.initializers.zeros, (c,))
+    xf = x.astype(jnp.float32).reshape(b, h, w, g, c // g)
+    weight = (jnp.ones((b, h, w, 1, 1), jnp.float32) if inside is None
+              else inside.astype(jnp.float32)[..., None])
+    count = jnp.sum(weight, axis=(1, 2, 3, 4), keepdims=True) * (c // g)
+    mean = jnp.sum(xf * weight, axis=(1, 2, 4), keepdims=True) / count
+    var = jnp.sum(jnp.square(xf - mean) * weight, axis=(1, 2, 4),
+                  keepdims=True) / count
+    y = ((xf - mean) * jax.lax.rsqrt(var + 1e-5)).reshape(b, h, w, c)
+    return (y * scale + bias).astype(self.dtype)
+
+
+class ConvGN(nn.Module):
+  """mmcv's ConvModule with GroupNorm: 3x3 conv (no bias) -> canvas
+  GroupNorm -> ReLU; the conv reads its input zeroed outside the canvas.
+
+  x: [B, H, W, Cin]; inside: [B, H, W, 1] bool or None ->
+  [B, H, W, features].
+  """
+  features: int
+  num_groups: int = 32
+  kernel_init: Any = kaiming_fan_out
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, inside=None):
+    if inside is not None:
+      x = jnp.where(inside, x, jnp.zeros((), x.dtype))
+    x = Conv(self.features, (3, 3), padding=((1, 1), (1, 1)),
+             use_bias=False, kernel_init=self.kernel_init, dtype=self.dtype,
+             name="conv")(x)
+    x = CanvasGroupNorm(num_groups=self.num_groups, dtype=self.dtype,
+                        name="gn")(x, inside)
+    return nn.relu(x)

@@ -74,3 +74,34 @@ def iou_loss(pred, target, floor=0.1, eps=1e-6):
   iou = jnp.maximum(inter / union, eps)
   iou = jnp.where(iou > floor, iou, floor + iou)
   return -jnp.log(iou)
+
+
+def sigmoid_focal(logits, targets, gamma=2.0, alpha=0.25):
+  """[...] logits, [...] {0,1} targets -> [...] float32 focal loss
+  (Lin et al.; mmdet's FocalLoss with use_sigmoid, torchvision's
+  sigmoid_focal_loss): BCE x (alpha_t (1 - p_t)^gamma)."""
+  x = logits.astype(jnp.float32)
+  t = targets.astype(jnp.float32)
+  p = jax.nn.sigmoid(x)
+  pt = (1.0 - p) * t + p * (1.0 - t)
+  weight = (alpha * t + (1.0 - alpha) * (1.0 - t)) * pt ** gamma
+  return sigmoid_bce(x, t) * weight
+
+
+def dice(logits, targets, where=None, eps=1e-3):
+  """mmdet's DiceLoss (use_sigmoid, naive_dice=False, the V-Net form):
+  1 - 2 sum(p t) / (sum(p^2) + eps + sum(t^2) + eps), p = sigmoid(logits).
+
+  logits, targets: [N, ...]; where: optional [N, ...] bool, the elements
+  that count (the rest are neither prediction nor target) -> [N] float32.
+  """
+  p = jax.nn.sigmoid(logits.astype(jnp.float32))
+  t = targets.astype(jnp.float32)
+  if where is not None:
+    p = jnp.where(where, p, 0.0)
+    t = jnp.where(where, t, 0.0)
+  axes = tuple(range(1, p.ndim))
+  a = jnp.sum(p * t, axes)
+  b = jnp.sum(p * p, axes) + eps
+  c = jnp.sum(t * t, axes) + eps
+  return 1.0 - 2.0 * a / (b + c)

@@ -1,7 +1,8 @@
 """Registries of model parts: the config's `type` name -> class.
 
 A detector's config has one section per part (`model.backbone`,
-`model.neck`, `model.rpn`, `model.roi_heads`), each with a `type` and the
+`model.neck`, `model.rpn`, `model.roi_heads`; a one-stage model's
+`model.mask_head`), each with a `type` and the
 keyword arguments of that class; the detector adds what it knows
 (channels, strides, class count, dtype, ...). A new part is a new file and
 one line here.
@@ -11,6 +12,7 @@ import dataclasses
 from scnet_jax.errors import ConfigError
 from scnet_jax.models.backbones.resnet import ResNet
 from scnet_jax.models.dense_heads.rpn_head import RPNHead
+from scnet_jax.models.dense_heads.solo_head import SOLOHead
 from scnet_jax.models.necks.fpn import FPN
 from scnet_jax.models.necks.msfem import MSFEM
 from scnet_jax.models.necks.sfpn import SFPN
@@ -24,6 +26,7 @@ from scnet_jax.models.roi_heads.standard import StandardRoIHeads
 BACKBONES = {"resnet": ResNet}
 NECKS = {"fpn": FPN, "msfem": MSFEM, "sfpn": SFPN}
 DENSE_HEADS = {"rpn": RPNHead}
+MASK_HEADS = {"solo": SOLOHead}
 ROI_HEADS = {"standard": StandardRoIHeads, "cascade": CascadeRoIHeads,
              "htc": HTCRoIHeads, "scnet": SCNetRoIHeads, "mnc": MNCRoIHeads,
              "comask": CoMaskRoIHeads}

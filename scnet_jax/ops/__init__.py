@@ -10,7 +10,8 @@ from scnet_jax.ops.mask_targets import crop_instance_mask, mask_targets
 from scnet_jax.ops.mask_voting import mask_voting
 from scnet_jax.ops.nms import batched_nms, nms
 from scnet_jax.ops.paste import paste_image_masks, paste_masks
-from scnet_jax.ops.resize import resize_bilinear_align_corners
+from scnet_jax.ops.resize import (resize_bilinear_align_corners,
+                                  resize_bilinear_half_pixel)
 from scnet_jax.ops.roi_align import (map_roi_levels, multilevel_roi_align,
                                      roi_align)
 from scnet_jax.ops.sample import random_sample

@@ -16,18 +16,12 @@ structures.batch_spec); `index` [B] int32, the image's position in the
 global batch, may be added for training: sampling keys are derived from
 it, so a global batch samples the same RoIs however it is split.
 """
-from typing import Any, Optional
-
 import flax.linen as nn
 import jax.numpy as jnp
 
-from scnet_jax import ops
-from scnet_jax.errors import ConfigError
 from scnet_jax.models import registry
-from scnet_jax.models.structures import (IMAGE_KEYS, Canvas, GroundTruth,
-                                         image_keys)
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+from scnet_jax.models.detectors.base import DTYPES, Detector, check_dtype
+from scnet_jax.models.structures import IMAGE_KEYS, GroundTruth, image_keys
 
 
 def part_arguments(cfg, axis_name=None):
@@ -45,12 +39,8 @@ def part_arguments(cfg, axis_name=None):
                         **shared)}
 
 
-class TwoStageDetector(nn.Module, kw_only=True):
-  """cfg: the `model` FrozenConfigDict of a config file; axis_name: the
-  data-parallel axis of the loss normalisers (None outside pmap /
-  shard_map)."""
-  cfg: Any
-  axis_name: Optional[str] = None
+class TwoStageDetector(Detector):
+  """cfg, axis_name: see detectors/base.Detector."""
 
   PARTS = (("backbone", registry.BACKBONES), ("neck", registry.NECKS),
            ("rpn", registry.DENSE_HEADS), ("roi_heads", registry.ROI_HEADS))
@@ -58,9 +48,7 @@ class TwoStageDetector(nn.Module, kw_only=True):
   @classmethod
   def check_config(cls, cfg):
     """Refuses a config whose parts cannot be built (ConfigError)."""
-    if cfg.dtype not in DTYPES:
-      raise ConfigError(f"model.dtype: one of {sorted(DTYPES)}, got "
-                        f"{cfg.dtype!r}")
+    check_dtype(cfg)
     args = part_arguments(cfg)
     for section, reg in cls.PARTS:
       registry.check_part(reg, section, cfg[section], set(args[section]))
@@ -91,20 +79,6 @@ class TwoStageDetector(nn.Module, kw_only=True):
                     if k not in keys)
     return keys
 
-  def backbone_features(self, image, image_hw):
-    """[B, H, W, 3] uint8 pixels, each image top-left, [B, 2] its resized
-    size -> (the backbone's C2..C5, the batch's structures.Canvas). Maps
-    are zero outside each image's canvas: inside it, what the network
-    computes on that image alone padded to a multiple of 32."""
-    x = ops.normalize_and_pad(image, image_hw, self.cfg.pixel_mean,
-                              self.cfg.pixel_std)
-    canvas = Canvas.of(image_hw, image.shape[1:3])
-    return self.backbone(x, canvas), canvas
-
-  def features(self, image, image_hw):
-    """-> the neck's levels [B, H_l, W_l, C] (see backbone_features)."""
-    return self.neck(*self.backbone_features(image, image_hw))
-
   def loss(self, batch):
     """Named float32 losses (weights applied); the total is their sum."""
     index = batch.get("index", jnp.arange(batch["image"].shape[0]))
@@ -132,7 +106,3 @@ class TwoStageDetector(nn.Module, kw_only=True):
     self.sow("intermediates", "rpn", tuple(rpn_out))
     self.sow("intermediates", "proposals", (proposals.boxes, proposals.valid))
     return self.roi_heads.predict(feats, proposals, image_hw)
-
-  def __call__(self, batch, train: bool = False):
-    """init entry: runs the path that creates every parameter."""
-    return self.loss(batch) if train else self.predict(batch)

@@ -1,0 +1,72 @@
+"""A one-stage instance segmenter: backbone -> neck -> mask head (SOLO),
+no proposals and no RoIs; parts picked from their registries by `type`.
+
+`loss(batch)` -> named float32 losses; `predict(batch)` -> Detections with
+image-level masks (structures.IMAGE_MASKS); both jittable, static shapes.
+"""
+from scnet_jax.models import registry
+from scnet_jax.models.detectors.base import DTYPES, Detector, check_dtype
+from scnet_jax.models.structures import IMAGE_KEYS, INSTANCE_KEYS, GroundTruth
+from scnet_jax.errors import ConfigError
+
+
+def part_arguments(cfg, axis_name=None):
+  """What the detector passes each part besides its config section."""
+  dt = DTYPES[cfg.dtype]
+  return {"backbone": dict(dtype=dt), "neck": dict(dtype=dt),
+          "mask_head": dict(num_classes=cfg.num_classes,
+                            channels=cfg.neck.channels, test=cfg.test,
+                            dtype=dt, axis_name=axis_name)}
+
+
+class OneStageDetector(Detector):
+  """cfg, axis_name: see detectors/base.Detector."""
+
+  PARTS = (("backbone", registry.BACKBONES), ("neck", registry.NECKS),
+           ("mask_head", registry.MASK_HEADS))
+
+  @classmethod
+  def check_config(cls, cfg):
+    """Refuses a config whose parts cannot be built (ConfigError)."""
+    check_dtype(cfg)
+    args = part_arguments(cfg)
+    for section, reg in cls.PARTS:
+      registry.check_part(reg, section, cfg[section], set(args[section]))
+    head = registry.part_class(registry.MASK_HEADS, "mask_head",
+                               cfg.mask_head)
+    head.check_test(cfg.test)
+    if len(cfg.neck.strides) != len(cfg.mask_head.num_grids):
+      raise ConfigError(f"model.mask_head.num_grids: one per neck level "
+                        f"({len(cfg.neck.strides)}), got "
+                        f"{len(cfg.mask_head.num_grids)}")
+
+  def setup(self):
+    c = self.cfg
+    args = part_arguments(c, self.axis_name)
+    build = lambda section, reg: registry.build_part(reg, section,
+                                                     c[section],
+                                                     **args[section])
+    self.backbone = build("backbone", registry.BACKBONES)
+    self.neck = build("neck", registry.NECKS)
+    self.mask_head = build("mask_head", registry.MASK_HEADS)
+
+  def batch_keys(self, train):
+    """The batch entries `loss` (train) or `predict` reads."""
+    return IMAGE_KEYS + INSTANCE_KEYS if train else IMAGE_KEYS
+
+  def loss(self, batch):
+    """Named float32 losses (weights applied); the total is their sum."""
+    feats, canvas = self.neck_and_canvas(batch["image"], batch["image_hw"])
+    return self.mask_head.loss(feats, canvas, GroundTruth.from_batch(batch))
+
+  def predict(self, batch):
+    """Detections in resized-image pixels, masks over the canvas."""
+    image_hw = batch["image_hw"]
+    feats, canvas = self.neck_and_canvas(batch["image"], image_hw)
+    self.sow("intermediates", "fpn", tuple(feats))
+    return self.mask_head.predict(feats, canvas, image_hw)
+
+  def neck_and_canvas(self, image, image_hw):
+    """(the neck's levels, the batch's Canvas)."""
+    c_feats, canvas = self.backbone_features(image, image_hw)
+    return self.neck(c_feats, canvas), canvas

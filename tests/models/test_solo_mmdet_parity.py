@@ -1,0 +1,168 @@
+"""SOLO end to end against mmdetection 3.3's SOLOHead (solo_r50_fpn_1x_coco,
+random well-conditioned weights) on one real photograph (skimage's
+astronaut at 320 x 320) padded into a larger bucket: mask logits and
+category logits of every level on the canvas (relative 1e-3), and the
+final detections after Matrix NMS (same label, score within 1e-3, mask
+IoU > 0.95 in the image)."""
+import functools
+import os
+
+import jax
+import numpy as np
+import torch
+from PIL import Image
+
+from scnet_jax import config_lib
+from scnet_jax.convert.core import convert_state_dict
+from scnet_jax.models import build_model
+from scnet_jax.ops.paste import paste_image_masks
+from scnet_jax.training.state import init_variables
+
+SIDE = 320
+BUCKET = (352, 480)
+
+
+def _photograph():
+  from skimage import data
+  return np.asarray(Image.fromarray(data.astronaut()).resize(
+      (SIDE, SIDE), Image.BILINEAR))
+
+
+def _condition(model, inputs, seed=1):
+  """He-scaled convs, GN affine near 1, backbone BatchNorm statistics from
+  this image, and the head's output convs scaled so their outputs spread
+  (category logits std 1.5 around -1, mask logits std 2)."""
+  g = torch.Generator().manual_seed(seed)
+  for m in model.modules():
+    if isinstance(m, torch.nn.Conv2d):
+      m.weight.data = torch.randn(m.weight.shape, generator=g) * (
+          2.0 / m.weight[0].numel()) ** 0.5
+      if m.bias is not None:
+        m.bias.data = torch.randn(m.bias.shape, generator=g) * 0.05
+    elif isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm)):
+      m.weight.data = 0.5 + torch.rand(m.weight.shape, generator=g)
+      m.bias.data = torch.randn(m.bias.shape, generator=g) * 0.1
+
+  def set_stats(module, args):
+    module.running_mean.data = args[0].mean(dim=(0, 2, 3))
+    module.running_var.data = args[0].var(dim=(0, 2, 3)) + 1e-3
+
+  hooks = [m.register_forward_pre_hook(set_stats)
+           for m in model.backbone.modules()
+           if isinstance(m, torch.nn.BatchNorm2d)]
+  with torch.no_grad():
+    model.backbone(inputs)
+  for h in hooks:
+    h.remove()
+  head = model.mask_head
+  outs = {}
+  hooks = [m.register_forward_hook(lambda mod, a, o: outs.setdefault(
+      id(mod), []).append(o)) for m in [head.conv_cls, *head.conv_mask_list]]
+  with torch.no_grad():
+    head(model.neck(model.backbone(inputs)))
+  for h in hooks:
+    h.remove()
+  for m, std, mean in [(head.conv_cls, 1.5, -1.0)] + [
+      (m, 2.0, 0.0) for m in head.conv_mask_list]:
+    o = torch.cat([x.flatten() for x in outs[id(m)]])
+    m.weight.data *= std / float(o.std())
+    m.bias.data = (m.bias.data - float(o.mean())) * std / float(o.std()) \
+        + mean
+
+
+@functools.lru_cache(maxsize=1)
+def reference():
+  from tests.mmdet_reference import install
+  install()
+  import mmdet
+  from mmdet.registry import MODELS
+  from mmdet.structures import DetDataSample
+  from mmdet.utils import register_all_modules
+  from mmengine.config import Config
+  register_all_modules()
+  cfg = Config.fromfile(os.path.join(os.path.dirname(mmdet.__file__), ".mim",
+                                     "configs", "solo",
+                                     "solo_r50_fpn_1x_coco.py"))
+  cfg.model.backbone.init_cfg = None
+  torch.manual_seed(0)
+  model = MODELS.build(cfg.model).eval()
+  image = _photograph()
+  sample = DetDataSample(metainfo=dict(
+      img_shape=(SIDE, SIDE), ori_shape=(SIDE, SIDE),
+      scale_factor=(1.0, 1.0), img_id=0))
+  bgr = torch.from_numpy(image[:, :, ::-1].copy()).permute(2, 0, 1)
+  data = model.data_preprocessor({"inputs": [bgr], "data_samples": [sample]},
+                                 False)
+  _condition(model, data["inputs"])
+  head = model.mask_head
+  seen = {}
+  hooks = [m.register_forward_hook(lambda mod, a, o, k=k: seen.__setitem__(
+      k, o.detach().numpy())) for k, m in
+      [("cls", head.conv_cls)] + [(i, m) for i, m in
+                                  enumerate(head.conv_mask_list)]]
+  cls_out = []
+  hooks[0].remove()
+  hooks[0] = head.conv_cls.register_forward_hook(
+      lambda mod, a, o: cls_out.append(o.detach().numpy()))
+  with torch.no_grad():
+    (result,) = model.predict(data["inputs"], data["data_samples"],
+                              rescale=True)
+  for h in hooks:
+    h.remove()
+  state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+  masks = [seen[i] for i in range(5)]
+  return image, state, masks, cls_out, result.pred_instances
+
+
+@functools.lru_cache(maxsize=1)
+def ours():
+  image, state, *_ = reference()
+  config = config_lib.get_base("solo")
+  model = build_model(config)
+  params, stats = init_variables(model, config, 0)
+  variables, _ = convert_state_dict(state, "mmdet",
+                                    {"params": params, "batch_stats": stats})
+  batch = {"image": np.zeros((1, *BUCKET, 3), np.uint8),
+           "image_hw": np.array([[SIDE, SIDE]], np.int32)}
+  batch["image"][0, :SIDE, :SIDE] = image
+  dets, inter = jax.jit(lambda v, b: model.apply(
+      v, b, method=model.predict, mutable=["intermediates"]))(variables,
+                                                              batch)
+  return dets, inter["intermediates"]["mask_head"]
+
+
+def _rel(a, b):
+  return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+def test_level_logits_equal_mmdet():
+  _, _, masks, cls, _ = reference()
+  _, inter = ours()
+  for level in range(5):
+    want = masks[level][0].transpose(1, 2, 0)
+    got = np.asarray(inter["mask_logits"][0][level][0])
+    h, w = want.shape[:2]
+    assert _rel(got[:h, :w], want) < 1e-3, level
+    want_cls = cls[level][0].transpose(1, 2, 0)
+    got_cls = np.asarray(inter["cls_logits"][0][level][0])
+    assert _rel(got_cls, want_cls) < 1e-3, level
+
+
+def test_detections_equal_mmdet():
+  *_, inst = reference()
+  dets, _ = ours()
+  n = int(dets.num_detections[0])
+  want_scores = inst.scores.numpy()
+  assert n == len(want_scores) and n > 10
+  got = paste_image_masks(np.asarray(dets.masks[0, :n]), dets.mask_stride,
+                          (SIDE, SIDE), (SIDE, SIDE))
+  want = inst.masks.numpy()
+  labels, scores = np.asarray(dets.labels[0]), np.asarray(dets.scores[0])
+  want_labels = inst.labels.numpy()
+  # Rank by rank, allowing a swap of near-tied neighbours.
+  for i in range(n):
+    ious = [np.sum(got[i] & want[j]) / max(np.sum(got[i] | want[j]), 1)
+            for j in range(max(i - 2, 0), min(i + 3, n))
+            if want_labels[j] == labels[i] and
+            abs(want_scores[j] - scores[i]) < 1e-3]
+    assert ious and max(ious) > 0.95, (i, ious)
