@@ -281,5 +281,9 @@ def test_equals_mmdetection(family):
     used.add(j)
     inter_px = np.logical_and(o_masks[j], ref["masks"][i]).sum()
     union = np.logical_or(o_masks[j], ref["masks"][i]).sum()
-    assert union == 0 or inter_px / union > 0.95, (i, inter_px / union)
+    # A mask of a few pixels loses 0.95 to one pixel whose probability sits
+    # at the threshold within float noise (seen on an AMD EPYC for a 13-px
+    # mask, 12/13, not on a Xeon): there one differing pixel is allowed.
+    assert (union - inter_px <= 1 if union < 20 else
+            inter_px / union > 0.95), (i, inter_px, union)
   assert not missed, f"{len(missed)} of mmdet's detections unmatched"
