@@ -94,6 +94,11 @@ class SOLOHead(nn.Module, kw_only=True):
       raise ConfigError(f"model.test.kernel: one of {KERNELS}, got "
                         f"{test.kernel!r}")
 
+  def mask_grid(self, level):
+    """Side of the level's mask grid (S^2 mask channels); AggMask's can
+    be coarser than the category grid."""
+    return self.num_grids[level]
+
   def setup(self):
     init = normal(0.01)
     tower = lambda name: [ConvGN(features=self.feat_channels,
@@ -105,9 +110,9 @@ class SOLOHead(nn.Module, kw_only=True):
     self.cls_convs = tower("cls_convs")
     prior = nn.initializers.constant(PRIOR_BIAS)
     self.conv_mask_list = [
-        Conv(s * s, (1, 1), kernel_init=init, bias_init=prior,
-             dtype=self.dtype, name=f"conv_mask_list_{i}")
-        for i, s in enumerate(self.num_grids)]
+        Conv(self.mask_grid(i) ** 2, (1, 1), kernel_init=init,
+             bias_init=prior, dtype=self.dtype, name=f"conv_mask_list_{i}")
+        for i in range(len(self.num_grids))]
     self.conv_cls = Conv(self.num_classes, (3, 3), padding=((1, 1),) * 2,
                          kernel_init=init, bias_init=prior, dtype=self.dtype,
                          name="conv_cls")
@@ -117,28 +122,28 @@ class SOLOHead(nn.Module, kw_only=True):
     (bilinear, half-pixel) -> list of ([B, h, w, C], [B, 2] extents)."""
     out = []
     last = len(feats) - 1
-    for i, x in enumerate(feats):
-      ext = canvas.extent(x.shape[1:3])
+    extents = level_extents(feats, canvas)
+    for i, (x, ext) in enumerate(zip(feats, extents)):
       if i == 0:
         hw = (x.shape[1] // 2, x.shape[2] // 2)
         x, ext = ops.resize_bilinear_half_pixel(x, hw, ext, ext // 2), \
             ext // 2
       elif i == last:
         hw = feats[i - 1].shape[1:3]
-        prev = canvas.extent(hw)
-        # P6 is P5[::2, ::2]: ceil(P5's extent / 2), which Canvas.extent
-        # misses when the bucket is not a multiple of 64.
-        ext = (prev + 1) // 2
-        x, ext = ops.resize_bilinear_half_pixel(x, hw, ext, prev), prev
+        x, ext = ops.resize_bilinear_half_pixel(x, hw, ext, extents[i - 1]), \
+            extents[i - 1]
       out.append((x, ext))
     return out
 
   def __call__(self, feats, canvas):
     """feats: the neck's P2..P6 [B, H_l, W_l, C]; canvas: structures.Canvas.
-    Returns (mask logits per level [B, 2h_l, 2w_l, S_l^2] (zero-padded
-    outside each image's canvas region of the map), their extents [B, 2],
-    category logits per level [B, S_l, S_l, num_classes])."""
-    masks, extents, cls = [], [], []
+    Returns a dict of per-level lists: mask_logits [B, 2h_l, 2w_l, M_l^2]
+    (M_l = mask_grid(l); zero outside each image's canvas region of the
+    map), mask_extents [B, 2] (that region), cls_logits [B, S_l, S_l,
+    num_classes], cls_feats [B, S_l, S_l, feat_channels] (the category
+    tower's output)."""
+    out = {k: [] for k in ("mask_logits", "mask_extents", "cls_logits",
+                           "cls_feats")}
     for level, (x, ext) in enumerate(self.head_inputs(feats, canvas)):
       hw = x.shape[1:3]
       inside = _inside(ext, hw)
@@ -147,26 +152,40 @@ class SOLOHead(nn.Module, kw_only=True):
         m = conv(m, inside)
       up = (2 * hw[0], 2 * hw[1])
       m = ops.resize_bilinear_half_pixel(m, up, ext, 2 * ext)
-      masks.append(self.conv_mask_list[level](m))
-      extents.append(2 * ext)
+      out["mask_logits"].append(self.conv_mask_list[level](m))
+      out["mask_extents"].append(2 * ext)
       s = self.num_grids[level]
       grid = jnp.full_like(ext, s)
       c = ops.resize_bilinear_half_pixel(x, (s, s), ext, grid)
       for conv in self.cls_convs:
         c = conv(c)
-      cls.append(self.conv_cls(c))
-    return masks, extents, cls
+      out["cls_feats"].append(c)
+      out["cls_logits"].append(self.conv_cls(c))
+    return out
+
+  def positive_cap(self, level, num_gt):
+    """Static number of positive slots per image at `level`: each ground
+    truth claims at most 3 x 3 cells, so the cap is exact."""
+    s = self.num_grids[level]
+    return min(s * s, 9 * num_gt)
+
+  def cell_mask_logits(self, out, level, cells):
+    """Mask logits of category cells `cells` [B, K] int32 (i * S + j) ->
+    [B, K, h, w] at the level's mask resolution (SOLO: the cell's own
+    mask channel). A function of the head's outputs `out` only."""
+    logits = out["mask_logits"][level]
+    picked = jnp.take_along_axis(logits, cells[:, None, None, :], axis=-1)
+    return jnp.moveaxis(picked, -1, 1)
 
   def loss(self, feats, canvas, gt):
     """Named float32 losses: loss_cls (Focal), loss_mask (Dice x 3)."""
-    masks, extents, cls = self(feats, canvas)
+    out = self(feats, canvas)
     com_h, com_w, area = jax.vmap(jax.vmap(center_of_mass))(
         gt.mask_crops, gt.mask_windows)
     nonempty = area > 0
     g = gt.boxes.shape[1]
     num_pos, focal_sum, dice_sum = 0.0, 0.0, 0.0
-    for level, (logits, ext, cls_logits) in enumerate(zip(masks, extents,
-                                                          cls)):
+    for level, cls_logits in enumerate(out["cls_logits"]):
       s = self.num_grids[level]
       targets = jax.vmap(lambda b, l, v, ch, cw, ne, hw: level_targets(
           b, l, v, (ch, cw), ne, hw, num_grid=s,
@@ -178,58 +197,70 @@ class SOLOHead(nn.Module, kw_only=True):
       focal_sum += jnp.sum(sigmoid_focal(cls_logits, onehot,
                                          self.focal_gamma, self.focal_alpha))
       num_pos += jnp.sum(positive)
-      # Each ground truth claims at most 3 x 3 cells: the cap is exact.
-      cap = min(s * s, 9 * g)
-      hw = logits.shape[1:3]
+      cap = self.positive_cap(level, g)
+      (idx,) = jax.vmap(lambda p: jnp.nonzero(p, size=cap, fill_value=0))(
+          positive)
+      used = jnp.arange(cap)[None] < jnp.sum(positive, -1, keepdims=True)
+      pred = self.cell_mask_logits(out, level, idx)
+      hw = pred.shape[2:]
       out_stride = canvas.bucket[0] // hw[0]
-      inside = _inside(ext, hw)[..., 0]
+      inside = _inside(out["mask_extents"][level], hw)[..., 0]
 
-      def image_dice(lg, pos, own, crops, windows, ins):
-        (idx,) = jnp.nonzero(pos, size=cap, fill_value=0)
-        used = jnp.arange(cap) < jnp.sum(pos)
+      def image_dice(pred, idx, own, used, crops, windows, ins):
         target = rescaled_masks(crops, windows, hw, out_stride)[own[idx]]
-        pred = jnp.moveaxis(jnp.take(lg, idx, axis=-1), -1, 0)
         loss = dice(pred, target, jnp.broadcast_to(ins, pred.shape))
         return jnp.sum(jnp.where(used, loss, 0.0))
 
       dice_sum += jnp.sum(jax.vmap(image_dice)(
-          logits, positive, owner, gt.mask_crops, gt.mask_windows, inside))
+          pred, idx, owner, used, gt.mask_crops, gt.mask_windows, inside))
     return {"loss_cls": self.loss_cls_weight * focal_sum /
                         normalizer(num_pos + 1, self.axis_name),
             "loss_mask": self.loss_mask_weight * dice_sum /
                          normalizer(num_pos, self.axis_name)}
 
+  def candidates(self, out):
+    """The cells scored at test: (mask probabilities [B, h, w, N] at the
+    first level's mask resolution, zero outside the canvas; their
+    category scores after point NMS [B, N, num_classes]; each one's
+    level stride [N]). SOLO: every cell of every level."""
+    probs, scores, cell_strides = [], [], []
+    for level, c in enumerate(out["cls_logits"]):
+      probs.append(self.probs_at_output(out, level,
+                                        out["mask_logits"][level]))
+      scores.append(point_nms(jax.nn.sigmoid(c.astype(jnp.float32)))
+                    .reshape(c.shape[0], -1, self.num_classes))
+      cell_strides.append(np.full(probs[-1].shape[-1], self.strides[level],
+                                  np.float32))
+    return (jnp.concatenate(probs, -1), jnp.concatenate(scores, 1),
+            np.concatenate(cell_strides))
+
+  def probs_at_output(self, out, level, logits):
+    """Sigmoid of `level`'s mask logits [B, h, w, K], resized (bilinear,
+    half-pixel) onto the first level's mask map -> [B, h0, w0, K]."""
+    out_hw = out["mask_logits"][0].shape[1:3]
+    out_ext = out["mask_extents"][0]
+    ext = out["mask_extents"][level]
+    p = jax.nn.sigmoid(logits.astype(jnp.float32))
+    if p.shape[1:3] == out_hw:
+      return jnp.where(_inside(ext, out_hw), p, 0.0)
+    return ops.resize_bilinear_half_pixel(p, out_hw, ext, out_ext)
+
   def predict(self, feats, canvas, image_hw):
     """Detections with image-level masks at stride 4 over the canvas;
     boxes are the masks' bounding boxes (mmdet's SOLO returns none)."""
-    masks, extents, cls = self(feats, canvas)
-    self.sow("intermediates", "mask_logits", tuple(masks))
-    self.sow("intermediates", "cls_logits", tuple(cls))
+    out = self(feats, canvas)
+    self.sow("intermediates", "mask_logits", tuple(out["mask_logits"]))
+    self.sow("intermediates", "cls_logits", tuple(out["cls_logits"]))
     t = self.test
-    out_hw = masks[0].shape[1:3]
-    out_ext = extents[0]
-    stride = canvas.bucket[0] // out_hw[0]
-    probs, scores, cell_strides = [], [], []
-    for level, (logits, ext, c) in enumerate(zip(masks, extents, cls)):
-      p = jax.nn.sigmoid(logits.astype(jnp.float32))
-      if p.shape[1:3] == out_hw:
-        p = jnp.where(_inside(ext, out_hw), p, 0.0)
-      else:
-        p = ops.resize_bilinear_half_pixel(p, out_hw, ext, out_ext)
-      probs.append(p)
-      scores.append(point_nms(jax.nn.sigmoid(c.astype(jnp.float32)))
-                    .reshape(c.shape[0], -1, self.num_classes))
-      cell_strides.append(np.full(p.shape[-1], self.strides[level],
-                                  np.float32))
-    probs = jnp.concatenate(probs, -1)            # [B, h, w, N]
-    scores = jnp.concatenate(scores, 1)           # [B, N, C]
-    cell_strides = jnp.asarray(np.concatenate(cell_strides))
+    probs, scores, cell_strides = self.candidates(out)
+    stride = canvas.bucket[0] // probs.shape[1]
     b, h, w, n = probs.shape
     flat = probs.reshape(b, h * w, n)
     binary = (flat > t.mask_thr).astype(jnp.float32)
     area = jnp.sum(binary, 1)                     # [B, N]
     maskness = jnp.sum(flat * binary, 1) / jnp.maximum(area, 1.0)
-    keep = (scores > t.score_thr) & (area > cell_strides)[..., None]
+    keep = (scores > t.score_thr) & (area > jnp.asarray(cell_strides))[
+        ..., None]
     cand = jnp.where(keep, scores * maskness[..., None], -1.0)
     k = min(t.nms_pre, n * self.num_classes)
     top, index = jax.lax.top_k(cand.reshape(b, -1), k)
@@ -253,6 +284,14 @@ class SOLOHead(nn.Module, kw_only=True):
                       num_detections=jnp.sum(valid, 1).astype(jnp.int32),
                       masks=det_masks, mask_kind=IMAGE_MASKS,
                       mask_stride=stride)
+
+
+def level_extents(feats, canvas):
+  """[B, 2] canvas extents of the neck's levels. The last level (P6) is
+  P5[::2, ::2]: ceil(P5's extent / 2), which Canvas.extent misses when
+  the bucket is not a multiple of 64."""
+  extents = [canvas.extent(x.shape[1:3]) for x in feats[:-1]]
+  return extents + [(extents[-1] + 1) // 2]
 
 
 def _inside(ext, hw):
