@@ -3,8 +3,9 @@
 Training order: each epoch shuffles the images of every bucket (seeded by
 seed and epoch), cuts them into global batches of one bucket each, and
 shuffles the batches. Host p of P reads rows [p * B / P, (p + 1) * B / P)
-of every global batch, so hosts never read the same image. Flips are drawn
-from (seed, epoch, step, row). The sample at position i is a pure function
+of every global batch, so hosts never read the same image. Flips, and the
+training scale when data.train_scales holds several (mmdet's
+RandomChoiceResize), are drawn from (seed, epoch, step, row). The sample at position i is a pure function
 of i, so a run resumed at step s reads exactly what it would have read
 (`train_iterator(..., start_step=s)`), with or without worker processes.
 
@@ -42,10 +43,11 @@ def steps_per_epoch(bucket_of, global_batch):
 
 
 class TrainPlan:
-  """Sequence of (record index, bucket index, flip) for one host."""
+  """Sequence of (record index, bucket index, flip, scale index) for one
+  host; the scale indexes data.train_scales (0 when it is empty)."""
 
   def __init__(self, bucket_of, global_batch, seed, flip_prob, num_steps,
-               process_index=0, process_count=1):
+               process_index=0, process_count=1, num_scales=1):
     if global_batch % process_count:
       raise ValueError(f"global_batch {global_batch} is not divisible by "
                        f"the {process_count} processes")
@@ -56,6 +58,7 @@ class TrainPlan:
     self.seed = seed
     self.flip_prob = flip_prob
     self.num_steps = num_steps
+    self.num_scales = max(int(num_scales), 1)
     self.steps_per_epoch = steps_per_epoch(bucket_of, global_batch)
     if self.steps_per_epoch == 0:
       raise ValueError(f"{len(bucket_of)} training images give no full "
@@ -78,9 +81,11 @@ class TrainPlan:
     step, row = divmod(int(i), self.per_host)
     epoch, in_epoch = divmod(step, self.steps_per_epoch)
     rec = int(self._epoch(epoch)[in_epoch, self.offset + row])
-    flip = np.random.default_rng([self.seed, epoch, in_epoch,
-                                  self.offset + row]).random()
-    return rec, int(self.bucket_of[rec]), bool(flip < self.flip_prob)
+    rng = np.random.default_rng([self.seed, epoch, in_epoch,
+                                 self.offset + row])
+    flip = rng.random() < self.flip_prob
+    scale = int(rng.integers(self.num_scales)) if self.num_scales > 1 else 0
+    return rec, int(self.bucket_of[rec]), bool(flip), scale
 
 
 class EvalPlan:
@@ -127,31 +132,34 @@ class LoadExample:
   train: bool
   bucket_of: object = None
 
-  def _prepare(self, rec, bucket, flip):
+  def _prepare(self, rec, bucket, flip, scale=0):
     record = self.source[rec]
     if not self.train:  # evaluation reads the image alone
       record = dict(record, **_NO_GROUND_TRUTH)
+    image_scale = (self.data_cfg.train_scales[scale]
+                   if self.train and self.data_cfg.get("train_scales")
+                   else self.data_cfg.image_scale)
     return transforms.prepare_example(
         self.source, record, self.data_cfg, self.num_classes,
-        self.buckets[bucket], flip, self.with_semantic)
+        self.buckets[bucket], flip, self.with_semantic, image_scale)
 
-  def _readable(self, rec, bucket, flip):
+  def _readable(self, rec, bucket, flip, scale):
     try:
-      return self._prepare(rec, bucket, flip)
+      return self._prepare(rec, bucket, flip, scale)
     except DataError:
       return None
 
   def __call__(self, item):
     if self.train:
-      rec, bucket, flip = item
-      ex, skipped = self._readable(rec, bucket, flip), -1
+      rec, bucket, flip, scale = item
+      ex, skipped = self._readable(rec, bucket, flip, scale), -1
       if ex is None:
         skipped = rec
         same = np.nonzero(self.bucket_of == bucket)[0]
         start = int(np.searchsorted(same, rec))
         for k in range(1, len(same)):
           ex = self._readable(int(same[(start + k) % len(same)]), bucket,
-                              flip)
+                              flip, scale)
           if ex is not None:
             break
       if ex is None:
@@ -207,9 +215,10 @@ def train_iterator(source, config, num_steps, process_index=0,
   from scnet_jax.models.structures import SEMANTIC_KEY
   with_semantic = SEMANTIC_KEY in batch_keys(config, train=True)
   bucket_of, buckets = record_buckets(source, config.data)
+  scales = transforms.check_train_scales(config.data)
   plan = TrainPlan(bucket_of, config.global_batch, config.seed,
                    config.data.flip_prob, num_steps, process_index,
-                   process_count)
+                   process_count, num_scales=len(scales))
   load = LoadExample(source, config.data, buckets, config.model.num_classes,
                      with_semantic, True, bucket_of)
   workers = resolve_num_workers(config.data.num_workers, local_devices)

@@ -48,9 +48,24 @@ def thing_semantic_map(masks, labels, background):
   return out
 
 
+def check_train_scales(data_cfg):
+  """data.train_scales (one drawn per training image; empty: image_scale
+  alone), each refused unless it fits within image_scale, which chose
+  the image's bucket."""
+  scales = [tuple(s) for s in data_cfg.get("train_scales", ())]
+  long_edge, short_edge = max(data_cfg.image_scale), min(data_cfg.image_scale)
+  for s in scales:
+    if max(s) > long_edge or min(s) > short_edge:
+      raise DataError(f"data.train_scales: {s} is larger than "
+                      f"data.image_scale {tuple(data_cfg.image_scale)}, "
+                      f"which picks the buckets")
+  return scales or [tuple(data_cfg.image_scale)]
+
+
 def prepare_example(source, rec, data_cfg, num_classes, bucket, flip,
-                    with_semantic):
-  """Loads and transforms one record into fixed-shape numpy arrays.
+                    with_semantic, image_scale=None):
+  """Loads and transforms one record into fixed-shape numpy arrays,
+  resized into image_scale (default data.image_scale).
 
   Returns dict:
     image [bh, bw, 3] uint8; image_hw [2] int32 (resized, unpadded);
@@ -67,7 +82,7 @@ def prepare_example(source, rec, data_cfg, num_classes, bucket, flip,
   if (h, w) != (rec["height"], rec["width"]):
     raise DataError(f"{rec['path']}: image is {w}x{h} but the annotation "
                     f"file says {rec['width']}x{rec['height']}")
-  (nh, nw), _ = rescale_size(h, w, data_cfg.image_scale)
+  (nh, nw), _ = rescale_size(h, w, image_scale or data_cfg.image_scale)
   if nh > bh or nw > bw:
     raise DataError(f"{rec['path']}: resized size {nh}x{nw} exceeds the "
                     f"bucket {bh}x{bw}")

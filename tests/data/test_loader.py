@@ -79,3 +79,29 @@ def test_train_step_compiles_once_over_an_epoch():
   for batch in train_batches(config, 12):  # 48 images: one epoch
     step(params, batch)
   assert step._cache_size() == 1
+
+
+def test_multi_scale_training_draws_one_scale_per_image():
+  """data.train_scales as mmdet's RandomChoiceResize: each image resized
+  into one of the scales (drawn per image, the same on a resumed run),
+  inside the bucket data.image_scale picked; a scale larger than
+  image_scale is refused with the field's name."""
+  import pytest
+  from scnet_jax.errors import DataError
+  scales = ((128, 128), (96, 96), (64, 64))
+  config = tiny_config("mask_rcnn", global_batch=4,
+                       **{"data.train_scales": scales})
+  src = _source()
+  it, _ = loader.train_iterator(src, config, 6)
+  sizes = {int(b["image_hw"][i, 0]) for b in [next(it) for _ in range(6)]
+           for i in range(4)}
+  assert sizes == {128, 96, 64}
+  first, _ = loader.train_iterator(src, config, 6, start_step=5)
+  again, _ = loader.train_iterator(src, config, 6, start_step=5)
+  a, b = next(first), next(again)
+  np.testing.assert_array_equal(a["image_hw"], b["image_hw"])
+  # Boxes follow their image's scale.
+  assert np.all(a["gt_boxes"][..., 2:] <= a["image_hw"][:, None, ::-1])
+  config.data.train_scales = ((160, 160),)
+  with pytest.raises(DataError, match="data.train_scales"):
+    loader.train_iterator(src, config, 1)
