@@ -246,12 +246,82 @@ def solo_1x():
   return c
 
 
-def solo_tiny_shapes():
-  """A small SOLO on the embedded shapes (128 px): ResNet-18 at quarter
-  width with GN, 64-channel FPN, 4-conv 64-channel towers, grids and
-  scale ranges sized to 128 px objects."""
-  c = get_base("solo")
-  c.model_name = "solo_tiny_shapes"
+def aggmask_model():
+  """AggMask R-50-FPN (the authors' aggmask_r50_fpn, on mmdetection 1.x):
+  SOLO's head whose cell masks aggregate the 5 neighbouring cells' mask
+  logits and 16 context channels through a 3-layer CNN generated per
+  cell (4 hidden channels, 3x3); mask_grids coarser than num_grids is the
+  mask interpolation of their `-mask-grid` configs (e.g. 20, 18, 12, 8,
+  6). test.max_cells: cells per level aggregated at test."""
+  m = solo_model()
+  m.mask_head.update(type="aggmask", mask_grids=(), agg_layers=3,
+                     agg_channels=4, agg_kernel=3, context_channels=16,
+                     max_positives=0)
+  m.test.max_cells = 100
+  return m
+
+
+def _solo_3x(system, depth):
+  """The 3x multi-scale schedule of mmdet's solo_r50_fpn_3x_coco and the
+  AggMask authors' configs: shorter side drawn from 800..640 (long side
+  1333), 36 epochs, lr 0.01 at batch 16, warm-up 500 iterations from
+  1/3, decays at epochs 27 and 33, flip."""
+  c = get_base(system)
+  c.model_name = f"{system}_r{depth}_fpn_3x_coco"
+  c.model.backbone.depth = depth
+  c.data.train.seg_dir = ""
+  c.data.train_scales = tuple((1333, s) for s in (800, 768, 736, 704, 672,
+                                                  640))
+  c.base_lr = 0.01
+  c.warmup_steps = 500
+  c.warmup_ratio = 1.0 / 3
+  c.num_epochs = 36
+  c.lr_decay_epochs = (27, 33)
+  return c
+
+
+def solo_3x(depth=50):
+  return _solo_3x("solo", depth)
+
+
+def aggmask_3x(depth):
+  """AggMask R-`depth` 3x: the authors' schedule, gradients clipped at
+  norm 35."""
+  c = _solo_3x("aggmask", depth)
+  c.grad_clip_norm = 35.0
+  return c
+
+
+def _shapes_budget(c):
+  """The embedded shapes dataset and the CPU budget every *_tiny_shapes
+  config shares: batch 8, warm-up 100, decays at 8/12 and 11/12 of the
+  run, gradients clipped at 35."""
+  d = c.data
+  d.source = "shapes"
+  # Empty paths are filled from data.shapes.root (data/sources.py).
+  d.train.update(ann_file="", image_dir="", seg_dir="")
+  d.val.update(ann_file="", image_dir="", seg_dir="")
+  d.flip_prob = 0.5
+  c.global_batch = 8
+  c.base_batch = 8
+  c.grad_clip_norm = 35.0
+  c.warmup_steps = 100
+  c.total_steps = 1200
+  c.num_epochs = 12
+  c.lr_decay_epochs = (8, 11)
+  c.checkpoint_every = 300
+  c.log_every = 50
+  c.eval_batch_per_device = 8
+  c.visualize_at_end = 6
+  return c
+
+
+def solo_tiny_shapes(system="solo"):
+  """A small SOLO (or AggMask) on the embedded shapes (128 px): ResNet-18
+  at quarter width with GN, 64-channel FPN, 4-conv 64-channel towers,
+  grids and scale ranges sized to 128 px objects."""
+  c = _shapes_budget(get_base(system))
+  c.model_name = f"{system}_tiny_shapes"
   m = c.model
   m.num_classes = 4
   m.backbone.update(depth=18, base_channels=16, frozen_stages=-1, norm="gn")
@@ -262,26 +332,12 @@ def solo_tiny_shapes():
                                    (96, 512)))
   m.test.update(max_per_img=20, nms_pre=200)
   d = c.data
-  d.source = "shapes"
-  d.train.update(ann_file="", image_dir="", seg_dir="")
-  d.val.update(ann_file="", image_dir="", seg_dir="")
   d.buckets = ((128, 128),)
   d.image_scale = (128, 128)
   d.max_instances = 12
   d.mask_crop_size = 32
-  d.flip_prob = 0.5
-  c.global_batch = 8
   c.base_lr = 0.01
-  c.base_batch = 8
-  c.grad_clip_norm = 35.0
-  c.warmup_steps = 100
   c.warmup_ratio = 1.0 / 3
-  c.total_steps = 1200
-  c.lr_decay_epochs = (8, 11)
-  c.checkpoint_every = 300
-  c.log_every = 50
-  c.eval_batch_per_device = 8
-  c.visualize_at_end = 6
   return c
 
 
@@ -291,7 +347,8 @@ SYSTEMS = {"mask_rcnn": mask_rcnn_model,
            "htc": htc_model, "scnet": scnet_model, "mnc": mnc_model,
            "mask_rcnn_sfpn": mask_rcnn_sfpn_model,
            "cascade_mask_rcnn_sfpn": cascade_mask_rcnn_sfpn_model,
-           "comask": comask_model, "solo": solo_model}
+           "comask": comask_model, "solo": solo_model,
+           "aggmask": aggmask_model}
 
 
 def get_base(system):
@@ -314,6 +371,9 @@ def get_base(system):
       ann_file="data/coco/annotations/instances_val2017.json",
       image_dir="data/coco/val2017", seg_dir=""))
   d.image_scale = (1333, 800)   # (long, short) keep-ratio resize
+  # Training scales, one drawn per image (mmdet's RandomChoiceResize);
+  # empty: image_scale. Each must fit within image_scale.
+  d.train_scales = ()
   # Static canvases: landscape and portrait; each image goes to the one
   # that fits it, so a run compiles at most two programs per step kind.
   d.buckets = ((800, 1344), (1344, 800))
@@ -396,30 +456,13 @@ def tiny_shapes(system):
   on a 2-core CPU in minutes (see README for the measured AP)."""
   c = tiny(get_base(system), num_classes=4, image_size=128)
   c.model_name = f"{system}_tiny_shapes"
-  d = c.data
-  d.source = "shapes"
-  # Empty paths are filled from data.shapes.root (data/sources.py).
-  d.train.update(ann_file="", image_dir="", seg_dir="")
-  d.val.update(ann_file="", image_dir="", seg_dir="")
-  d.flip_prob = 0.5
   # 4 of SCNet's 12 mask-head convs: the 12-conv head alone costs 60% of a
   # CPU step at this size.
   if "mask_num_convs" in c.model.roi_heads:
     c.model.roi_heads.mask_num_convs = 4
-  c.global_batch = 8
+  # About 10 minutes on 2 CPU cores.
   c.base_lr = 0.02
-  c.base_batch = 8
-  c.grad_clip_norm = 35.0
-  c.warmup_steps = 100
-  # About 10 minutes on 2 CPU cores; decays at 8/12 and 11/12 of the run.
-  c.total_steps = 1200
-  c.num_epochs = 12
-  c.lr_decay_epochs = (8, 11)
-  c.checkpoint_every = 300
-  c.log_every = 50
-  c.eval_batch_per_device = 8
-  c.visualize_at_end = 6
-  return c
+  return _shapes_budget(c)
 
 
 def mnc_coco(depth, train_stages):

@@ -11,6 +11,7 @@ import dataclasses
 
 from scnet_jax.errors import ConfigError
 from scnet_jax.models.backbones.resnet import ResNet
+from scnet_jax.models.dense_heads.aggmask_head import AggMaskHead
 from scnet_jax.models.dense_heads.rpn_head import RPNHead
 from scnet_jax.models.dense_heads.solo_head import SOLOHead
 from scnet_jax.models.necks.fpn import FPN
@@ -26,7 +27,7 @@ from scnet_jax.models.roi_heads.standard import StandardRoIHeads
 BACKBONES = {"resnet": ResNet}
 NECKS = {"fpn": FPN, "msfem": MSFEM, "sfpn": SFPN}
 DENSE_HEADS = {"rpn": RPNHead}
-MASK_HEADS = {"solo": SOLOHead}
+MASK_HEADS = {"solo": SOLOHead, "aggmask": AggMaskHead}
 ROI_HEADS = {"standard": StandardRoIHeads, "cascade": CascadeRoIHeads,
              "htc": HTCRoIHeads, "scnet": SCNetRoIHeads, "mnc": MNCRoIHeads,
              "comask": CoMaskRoIHeads}

@@ -1,0 +1,188 @@
+"""AggMask's head (Wang, Liew, Li, Chen, Feng 2021; facts from the
+authors' `AggMaskHead`, mmdetection 1.x): SOLO whose mask for a grid cell
+is not the cell's own mask channel but an aggregation of its neighbours'.
+
+    SOLO's towers and outputs (solo_head.py), plus
+      weight generator: the category tower's S x S feature -> 3x3 conv ->
+        tanh -> per cell, the weights of a small CNN (ops/aggregate.py;
+        3 layers, 4 hidden channels, 3x3: 945 values for K = 5)
+      context: P2..P6 resized to P2 (bilinear, align corners) and
+        concatenated -> 1x1 conv (C) -> GN -> ReLU -> 1x1 conv (16) -> ReLU
+    a cell's mask: its CNN on [K neighbours' mask logits, context resized
+      to the level's mask map] -> one logit map; Dice x 3 on it.
+
+Mask interpolation (`mask_grids` coarser than `num_grids`): the mask
+branch predicts S_m^2 < S_c^2 masks and each category cell aggregates the
+4 mask cells around its position. With equal grids the 5 cells of the
+cross around it (ops.aggregate.neighbour_cells).
+
+Static shapes: in training every positive slot of SOLO's loss (cap per
+image and level, `max_positives` to lower it) is aggregated; at test the
+`test.max_cells` best cells of each level (by their best class score
+after point NMS) are: exact whenever no more cells per level pass
+`test.score_thr`, as the authors aggregate every such cell.
+"""
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scnet_jax import ops
+from scnet_jax.errors import ConfigError
+from scnet_jax.models.dense_heads.solo_head import (SOLOHead, _inside,
+                                                    level_extents, point_nms)
+from scnet_jax.models.layers import (CanvasGroupNorm, Conv,
+                                     torch_default_conv_init)
+from scnet_jax.ops.aggregate import (aggregate, layer_shapes,
+                                     neighbour_cells, num_generated)
+
+
+def torch_default_bias_init(fan_in):
+  """PyTorch's default conv bias: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  bound = 1.0 / np.sqrt(fan_in)
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(
+      key, shape, dtype, -bound, bound)
+
+
+class AggMaskHead(SOLOHead, kw_only=True):
+  """SOLOHead's fields, plus: mask_grids (one per level, each <= the
+  category grid; empty: equal to num_grids), agg_layers / agg_channels /
+  agg_kernel (the generated CNN), context_channels, max_positives (> 0:
+  at most that many positive cells per image and level get an aggregated
+  mask in training; 0: SOLO's exact cap). The test section adds
+  max_cells."""
+  mask_grids: Sequence[int] = ()
+  agg_layers: int = 3
+  agg_channels: int = 4
+  agg_kernel: int = 3
+  context_channels: int = 16
+  max_positives: int = 0
+
+  @classmethod
+  def check_config(cls, cfg):
+    super().check_config(cfg)
+    grids = cfg.num_grids
+    masks = cfg.get("mask_grids", ()) or grids
+    if len(masks) != len(grids):
+      raise ConfigError(f"model.mask_head.mask_grids: one per level, "
+                        f"{len(grids)} as num_grids; got {len(masks)}")
+    equal = [m == s for m, s in zip(masks, grids)]
+    if any(m > s for m, s in zip(masks, grids)):
+      raise ConfigError("model.mask_head.mask_grids: each at most the "
+                        "category grid (num_grids)")
+    if any(equal) and not all(equal):
+      # The generator is shared by the levels: one neighbour count.
+      raise ConfigError("model.mask_head.mask_grids: equal to num_grids at "
+                        "every level or coarser at every level")
+
+  @classmethod
+  def check_test(cls, test):
+    super().check_test(test)
+    if test.get("max_cells", 0) < 1:
+      raise ConfigError("model.test.max_cells: the cells per level that "
+                        "get an aggregated mask at test, >= 1")
+
+  def mask_grid(self, level):
+    return (self.mask_grids or self.num_grids)[level]
+
+  def neighbours(self, level):
+    """[S_c^2, K] int32 mask cells aggregated by each category cell."""
+    return neighbour_cells(self.num_grids[level], self.mask_grid(level))
+
+  def agg_shapes(self):
+    k = self.neighbours(0).shape[1]
+    return layer_shapes(k + self.context_channels, self.agg_channels,
+                        self.agg_layers, self.agg_kernel)
+
+  def setup(self):
+    super().setup()
+    fan_in = self.feat_channels * 9
+    self.weight_generator = Conv(
+        num_generated(self.agg_shapes()), (3, 3), padding=((1, 1),) * 2,
+        kernel_init=torch_default_conv_init(),
+        bias_init=torch_default_bias_init(fan_in), dtype=self.dtype,
+        name="learned_weights")
+    fused = self.channels * len(self.num_grids)
+    self.context_reduce = Conv(
+        self.channels, (1, 1), kernel_init=torch_default_conv_init(),
+        bias_init=torch_default_bias_init(fused), dtype=self.dtype,
+        name="context_fusion_0")
+    self.context_norm = CanvasGroupNorm(num_groups=self.num_groups,
+                                        dtype=self.dtype,
+                                        name="context_fusion_1")
+    self.context_out = Conv(
+        self.context_channels, (1, 1), kernel_init=torch_default_conv_init(),
+        bias_init=torch_default_bias_init(self.channels), dtype=self.dtype,
+        name="context_fusion_3")
+
+  def context(self, feats, canvas):
+    """P2..P6 resized to P2 (align corners, each level's canvas onto
+    P2's) -> [B, H2, W2, context_channels], zero off the canvas, and its
+    extents [B, 2]."""
+    hw = feats[0].shape[1:3]
+    extents = level_extents(feats, canvas)
+    x = jnp.concatenate(
+        [ops.resize_bilinear_align_corners(f, hw, e, extents[0])
+         for f, e in zip(feats, extents)], -1)
+    inside = _inside(extents[0], hw)
+    x = nn.relu(self.context_norm(self.context_reduce(x), inside))
+    x = nn.relu(self.context_out(x))
+    return jnp.where(inside, x, 0.0), extents[0]
+
+  def __call__(self, feats, canvas):
+    """SOLOHead's outputs plus agg_weights (per level [B, S, S, P], tanh of
+    the generator), context and context_extent."""
+    out = super().__call__(feats, canvas)
+    out["agg_weights"] = [jnp.tanh(self.weight_generator(c))
+                          for c in out["cls_feats"]]
+    out["context"], out["context_extent"] = self.context(feats, canvas)
+    return out
+
+  def positive_cap(self, level, num_gt):
+    cap = super().positive_cap(level, num_gt)
+    return min(cap, self.max_positives) if self.max_positives > 0 else cap
+
+  def cell_mask_logits(self, out, level, cells):
+    """The aggregated masks of category cells `cells` [B, K] ->
+    [B, K, h, w] logits at the level's mask resolution."""
+    logits = out["mask_logits"][level].astype(jnp.float32)
+    ext = out["mask_extents"][level]
+    b, h, w, _ = logits.shape
+    k = cells.shape[1]
+    nb = jnp.asarray(self.neighbours(level))[cells]          # [B, K, n]
+    n = nb.shape[-1]
+    masks = jnp.take_along_axis(logits, nb.reshape(b, 1, 1, -1), axis=-1)
+    masks = jnp.moveaxis(masks.reshape(b, h, w, k, n), 3, 1)  # [B,K,h,w,n]
+    ctx = ops.resize_bilinear_align_corners(
+        out["context"].astype(jnp.float32), (h, w), out["context_extent"],
+        ext)
+    x = jnp.concatenate(
+        [masks, jnp.broadcast_to(ctx[:, None], (b, k, h, w, ctx.shape[-1]))],
+        -1)
+    gen = out["agg_weights"][level].astype(jnp.float32)
+    weights = jnp.take_along_axis(gen.reshape(b, -1, gen.shape[-1]),
+                                  cells[..., None], axis=1)  # [B, K, P]
+    inside = jnp.broadcast_to(_inside(ext, (h, w))[:, None],
+                              (b, k, h, w, 1))
+    agg = aggregate(x.reshape(b * k, h, w, -1),
+                    weights.reshape(b * k, -1), self.agg_shapes(),
+                    inside.reshape(b * k, h, w, 1))
+    return agg.reshape(b, k, h, w)
+
+  def candidates(self, out):
+    """The test.max_cells best category cells of each level (by their
+    best class score after point NMS), with their aggregated masks."""
+    probs, scores, cell_strides = [], [], []
+    for level, c in enumerate(out["cls_logits"]):
+      sc = point_nms(jax.nn.sigmoid(c.astype(jnp.float32))).reshape(
+          c.shape[0], -1, self.num_classes)
+      m = min(sc.shape[1], self.test.max_cells)
+      _, cells = jax.lax.top_k(jnp.max(sc, -1), m)
+      logits = jnp.moveaxis(self.cell_mask_logits(out, level, cells), 1, -1)
+      probs.append(self.probs_at_output(out, level, logits))
+      scores.append(jnp.take_along_axis(sc, cells[..., None], axis=1))
+      cell_strides.append(np.full(m, self.strides[level], np.float32))
+    return (jnp.concatenate(probs, -1), jnp.concatenate(scores, 1),
+            np.concatenate(cell_strides))

@@ -1,0 +1,92 @@
+"""AggMask's aggregation (Wang et al. 2021): a small CNN whose weights are
+generated per grid cell, run on the mask logits of the cell's neighbours
+and on context channels, giving one aggregated mask per cell.
+
+The generated vector of a cell holds, layer after layer, the kernel
+[C_out, C_in, k, k] in row-major order and then the bias [C_out] (the
+authors' `learned_weight_kernel_shape` layout, so their F.conv2d with
+groups = cells computes the same). Layers: C_in -> hidden (ReLU) ->
+hidden (ReLU) ... -> 1; 'same' zero padding.
+"""
+import jax.numpy as jnp
+import numpy as np
+
+
+def layer_shapes(in_channels, hidden, num_layers, kernel=3):
+  """[(C_out, C_in, k, k)] of the generated layers (one layer: straight to
+  one channel)."""
+  if num_layers < 1:
+    raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+  chans = [in_channels] + [hidden] * (num_layers - 1) + [1]
+  return [(o, i, kernel, kernel) for i, o in zip(chans[:-1], chans[1:])]
+
+
+def num_generated(shapes):
+  """Length of a cell's generated vector: every kernel and bias."""
+  return int(sum(np.prod(s) + s[0] for s in shapes))
+
+
+def aggregate(x, weights, shapes, inside=None):
+  """Runs each cell's generated CNN on its input.
+
+  Args:
+    x: [N, h, w, C_in] float32: per cell, its neighbours' mask logits and
+      the context channels.
+    weights: [N, num_generated(shapes)] float32 generated weights.
+    shapes: layer_shapes(...) (static).
+    inside: optional [N, h, w, 1] bool: the cell's image map (its canvas
+      region); every layer's input is zeroed outside it, as the
+      convolution of an image of that size pads with zeros.
+  Returns:
+    [N, h, w] float32 aggregated mask logits (zero outside `inside`).
+  """
+  n, h, w, _ = x.shape
+  start = 0
+  for i, (cout, cin, k, _) in enumerate(shapes):
+    if inside is not None:
+      x = jnp.where(inside, x, 0.0)
+    size = cout * cin * k * k
+    kernel = weights[:, start:start + size].reshape(n, cout, cin, k, k)
+    bias = weights[:, start + size:start + size + cout]
+    start += size + cout
+    p = k // 2
+    padded = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    # One batched matmul per tap: no k*k-times larger im2col copy.
+    y = bias[:, None, None, :]
+    for dy in range(k):
+      for dx in range(k):
+        y = y + jnp.einsum("nhwc,noc->nhwo",
+                           padded[:, dy:dy + h, dx:dx + w],
+                           kernel[:, :, :, dy, dx])
+    x = jnp.maximum(y, 0.0) if i < len(shapes) - 1 else y
+  if inside is not None:
+    x = jnp.where(inside, x, 0.0)
+  return x[..., 0]
+
+
+def neighbour_cells(cls_grid, mask_grid):
+  """[S_c^2, K] int32 mask-grid cells (i * S_m + j) whose masks a category
+  cell aggregates (the authors' spatial index).
+
+  Equal grids: K = 5, the cell and its 4-neighbours in the order above,
+  left, itself, right, below (clamped at the border; the cell itself is
+  column 2). A coarser mask grid (mask interpolation): K = 4, the mask
+  cells around the category cell's position (i, j) * (S_m - 1) /
+  (S_c - 1): (floor y, ceil x), (ceil y, ceil x), (ceil y, floor x),
+  (floor y, floor x).
+  """
+  s, m = cls_grid, mask_grid
+  ij = np.stack(np.meshgrid(np.arange(s), np.arange(s), indexing="ij"),
+                -1).reshape(-1, 2).astype(np.float32)
+  if m == s:
+    offsets = np.array([[-1, 0], [0, -1], [0, 0], [0, 1], [1, 0]])
+    cells = np.clip(ij[:, None, :] + offsets[None], 0, m - 1)
+  elif m < s:
+    loc = ij * np.float32((m - 1) / (s - 1))
+    lo, hi = np.floor(loc), np.ceil(loc)
+    cells = np.stack([np.stack([lo[:, 0], hi[:, 1]], -1), hi,
+                      np.stack([hi[:, 0], lo[:, 1]], -1), lo], 1)
+  else:
+    raise ValueError(f"mask grid {m} is finer than the category grid {s}")
+  cells = cells.astype(np.int32)
+  return cells[..., 0] * m + cells[..., 1]

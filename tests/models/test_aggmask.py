@@ -1,0 +1,110 @@
+"""AggMask's head (models/dense_heads/aggmask_head.py): with the generated
+weights set to an identity filter a cell's aggregated mask is SOLO's
+mask of that cell; the mask loss reaches the weight generator and the
+context branch; parameter counts by hand; refused combinations."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from scnet_jax import config_lib
+from scnet_jax.errors import ConfigError
+from scnet_jax.models import build_model
+from scnet_jax.models.dense_heads.solo_head import SOLOHead
+from scnet_jax.training.state import init_variables, param_count
+from tests import helpers
+from tests.ops.test_aggregate import identity_weights
+
+
+def _config(**head):
+  c = config_lib.solo_tiny_shapes("aggmask")
+  c.data.shapes.update(root=helpers.shapes_root(), num_train=48, num_val=16)
+  c.global_batch = 2
+  c.model.mask_head.update(head)
+  return c
+
+
+def _head_outputs(config):
+  model = build_model(config)
+  params, stats = init_variables(model, config, 0)
+  (batch,) = helpers.train_batches(config, 1)
+  bound = model.bind({"params": params, "batch_stats": stats})
+  feats, canvas = bound.neck_and_canvas(batch["image"], batch["image_hw"])
+  return bound.mask_head, bound.mask_head(feats, canvas)
+
+
+def test_identity_filter_gives_the_centre_cells_mask():
+  head, out = _head_outputs(_config())
+  w, _ = identity_weights()
+  rng = np.random.default_rng(0)
+  for level, s in enumerate(head.num_grids):
+    out["agg_weights"][level] = jnp.broadcast_to(
+        jnp.asarray(w), out["agg_weights"][level].shape[:-1] + w.shape)
+    cells = jnp.asarray(rng.integers(0, s * s, (2, 6)), jnp.int32)
+    got = head.cell_mask_logits(out, level, cells)
+    want = SOLOHead.cell_mask_logits(head, out, level, cells)
+    ext = np.asarray(out["mask_extents"][level])
+    for b in range(2):
+      h, w_ = ext[b]
+      np.testing.assert_allclose(np.asarray(got[b, :, :h, :w_]),
+                                 np.asarray(want[b, :, :h, :w_]), atol=1e-5)
+
+
+def test_mask_loss_reaches_the_generator_and_the_context():
+  losses_of, params, _ = helpers.losses_fn(_config())
+  grads = helpers.flat(jax.grad(lambda p: losses_of(p)["loss_mask"])(params))
+  for name in ("mask_head/learned_weights/", "mask_head/context_fusion_0/",
+               "mask_head/context_fusion_3/", "mask_head/conv_mask_list_0/",
+               "mask_head/mask_convs_0/"):
+    g = helpers.grad_max(grads, name)
+    assert np.isfinite(g) and g > 0, name
+  # The category branch feeds the generator: the mask loss reaches it too.
+  assert helpers.grad_max(grads, "mask_head/cls_convs_0/") > 0
+  assert helpers.grad_max(grads, "mask_head/conv_cls/") == 0
+
+
+def test_mask_interpolation_trains_and_predicts():
+  losses, out = helpers.jit_train_and_predict(
+      _config(mask_grids=(6, 5, 4, 3, 2)))
+  assert out.masks.shape == (2, 20, 32, 32)
+
+
+def test_parameter_counts_by_hand():
+  """The R-50 head: SOLO's (mmdet's 36,301,232 in all) plus the weight
+  generator (3x3 conv 256 -> 945 with bias) and the context branch (1x1
+  conv 5 x 256 -> 256 with bias, GN affine 2 x 256, 1x1 conv 256 -> 16
+  with bias)."""
+  solo = build_model(config_lib.get_base("solo"))
+  agg = build_model(config_lib.get_base("aggmask"))
+  count = lambda m, c: param_count(jax.eval_shape(
+      lambda: init_variables(m, c, 0))[0])
+  solo_total = count(solo, config_lib.get_base("solo"))
+  assert solo_total == 36_301_232
+  generator = 256 * 3 * 3 * 945 + 945
+  context = (5 * 256 * 256 + 256) + 2 * 256 + (256 * 16 + 16)
+  assert count(agg, config_lib.get_base("aggmask")) == \
+      solo_total + generator + context
+  # Mask interpolation: S_m^2 mask channels instead of S_c^2, and 909
+  # generated values (K = 4).
+  c = config_lib.get_base("aggmask")
+  c.model.mask_head.mask_grids = (20, 18, 12, 8, 6)
+  fewer = sum((s * s - m * m) * (256 + 1) for s, m in
+              zip((40, 36, 24, 16, 12), (20, 18, 12, 8, 6)))
+  assert count(build_model(c), c) == solo_total - fewer + (
+      256 * 9 * 909 + 909) + context
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("mask_grids", (12, 10, 8, 6), "one per level"),
+    ("mask_grids", (12, 5, 4, 3, 2), "every level"),
+    ("mask_grids", (13, 10, 8, 6, 4), "at most the category grid"),
+])
+def test_refused_combinations(field, value, words):
+  c = _config()
+  c.model.mask_head[field] = value
+  with pytest.raises(ConfigError, match=words):
+    build_model(c)
+  c = _config()
+  c.model.test.max_cells = 0
+  with pytest.raises(ConfigError, match="max_cells"):
+    build_model(c)

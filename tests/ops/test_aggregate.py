@@ -1,0 +1,107 @@
+"""AggMask's per-cell generated CNN (ops/aggregate.py) against PyTorch's
+grouped convolution, as the authors run it (every cell's weights one
+group of F.conv2d), and its neighbour tables on hand-made cases."""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from scnet_jax.ops.aggregate import (aggregate, layer_shapes,
+                                     neighbour_cells, num_generated)
+
+
+def _torch_grouped(x, weights, shapes):
+  """x [N, h, w, C]; weights [N, P] -> [N, h, w]: the cells as groups of
+  one convolution per layer, weights viewed as [N * C_out, C_in, k, k]."""
+  n, h, w, _ = x.shape
+  y = torch.from_numpy(x).permute(0, 3, 1, 2).reshape(1, -1, h, w)
+  wt = torch.from_numpy(weights)
+  start = 0
+  for i, (cout, cin, k, _) in enumerate(shapes):
+    size = cout * cin * k * k
+    kernel = wt[:, start:start + size].reshape(n * cout, cin, k, k)
+    bias = wt[:, start + size:start + size + cout].reshape(-1)
+    start += size + cout
+    y = F.conv2d(y, kernel, bias, padding=k // 2, groups=n)
+    if i < len(shapes) - 1:
+      y = F.relu(y)
+  return y.reshape(n, h, w).numpy()
+
+
+def test_layout_and_count_are_the_authors():
+  shapes = layer_shapes(5 + 16, 4, 3)
+  assert shapes == [(4, 21, 3, 3), (4, 4, 3, 3), (1, 4, 3, 3)]
+  # 756 + 4, 144 + 4, 36 + 1: the 945 values of a K = 5 cell.
+  assert num_generated(shapes) == 945
+  assert num_generated(layer_shapes(4 + 16, 4, 3)) == 909
+  assert layer_shapes(21, 4, 1) == [(1, 21, 3, 3)]
+
+
+def test_equals_torch_grouped_conv():
+  rng = np.random.default_rng(0)
+  for layers, cin in ((3, 21), (2, 20), (1, 6)):
+    shapes = layer_shapes(cin, 4, layers)
+    x = rng.normal(0, 1, (7, 12, 10, cin)).astype(np.float32)
+    weights = rng.uniform(-0.5, 0.5, (7, num_generated(shapes))).astype(
+        np.float32)
+    np.testing.assert_allclose(np.asarray(aggregate(x, weights, shapes)),
+                               _torch_grouped(x, weights, shapes),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_inside_is_an_image_of_that_size():
+  """A cell whose map is the first 8 x 6 cells equals the convolution of
+  that 8 x 6 map alone (zero padding at its border)."""
+  rng = np.random.default_rng(1)
+  shapes = layer_shapes(21, 4, 3)
+  x = rng.normal(0, 1, (3, 12, 10, 21)).astype(np.float32)
+  weights = rng.uniform(-0.5, 0.5, (3, 945)).astype(np.float32)
+  inside = np.zeros((3, 12, 10, 1), bool)
+  inside[:, :8, :6] = True
+  got = np.asarray(aggregate(x, weights, shapes, inside))
+  want = _torch_grouped(np.ascontiguousarray(x[:, :8, :6]), weights, shapes)
+  np.testing.assert_allclose(got[:, :8, :6], want, rtol=1e-4, atol=1e-5)
+  assert not got[:, 8:].any() and not got[:, :, 6:].any()
+
+
+def identity_weights(k=5, context=16, hidden=4, centre=2):
+  """Generated weights that pass the centre neighbour through: layer 1
+  splits it into +x and -x, layer 2 keeps both, layer 3 takes
+  relu(x) - relu(-x) = x."""
+  shapes = layer_shapes(k + context, hidden, 3)
+  parts = []
+  for i, (cout, cin, kk, _) in enumerate(shapes):
+    w = np.zeros((cout, cin, kk, kk), np.float32)
+    c = kk // 2
+    if i == 0:
+      w[0, centre, c, c], w[1, centre, c, c] = 1.0, -1.0
+    elif i == 1:
+      w[0, 0, c, c], w[1, 1, c, c] = 1.0, 1.0
+    else:
+      w[0, 0, c, c], w[0, 1, c, c] = 1.0, -1.0
+    parts += [w.reshape(-1), np.zeros(cout, np.float32)]
+  return np.concatenate(parts), shapes
+
+
+def test_identity_filter_passes_the_centre_mask():
+  rng = np.random.default_rng(2)
+  x = rng.normal(0, 3, (4, 9, 11, 21)).astype(np.float32)
+  w, shapes = identity_weights()
+  got = aggregate(x, np.tile(w, (4, 1)), shapes)
+  np.testing.assert_allclose(np.asarray(got), x[..., 2], atol=1e-6)
+
+
+def test_neighbour_tables():
+  cross = neighbour_cells(4, 4)
+  assert cross.shape == (16, 5)
+  # Cell (0, 0): above and left clamp to itself; right (0, 1); below (1, 0).
+  assert cross[0].tolist() == [0, 0, 0, 1, 4]
+  # Cell (2, 1) = 9: (1, 1), (2, 0), (2, 1), (2, 2), (3, 1).
+  assert cross[9].tolist() == [5, 8, 9, 10, 13]
+  assert (cross[:, 2] == np.arange(16)).all()
+  interp = neighbour_cells(5, 3)
+  assert interp.shape == (25, 4)
+  # Category cell (1, 1) sits at (0.5, 0.5) of the 3 x 3 mask grid:
+  # (floor y, ceil x), (ceil, ceil), (ceil y, floor x), (floor, floor).
+  assert interp[6].tolist() == [1, 4, 3, 0]
+  # Cell (2, 4) sits exactly on mask cell (1, 2).
+  assert interp[14].tolist() == [5, 5, 5, 5]
