@@ -1,6 +1,8 @@
 """Shared test fixtures: a tiny generated shapes dataset and real batches."""
 import functools
 import os
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -14,6 +16,7 @@ from scnet_jax.models import batch_keys
 SHAPES_ROOT = os.path.join(tempfile.gettempdir(), "scnet_jax_test_shapes")
 # Reference facts copied into the repository (fixtures/README.md).
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 
 @functools.lru_cache(maxsize=1)
@@ -21,6 +24,23 @@ def shapes_root():
   ensure_dataset(SHAPES_ROOT, num_train=48, num_val=16, size=128, seed=0,
                  log=lambda *a: None)
   return SHAPES_ROOT
+
+
+def shapes_flags():
+  """Command-line overrides that point a tiny config at the test dataset."""
+  return [f"--config.data.shapes.root={shapes_root()}",
+          "--config.data.shapes.num_train=48",
+          "--config.data.shapes.num_val=16"]
+
+
+def run_command(*args, devices=1):
+  """`python *args` (a script of the repository or -m module) in the
+  repository root on `devices` CPU devices; output captured."""
+  flags = (f"--xla_force_host_platform_device_count={devices}"
+           if devices > 1 else "")
+  return subprocess.run([sys.executable, *args], capture_output=True,
+                        text=True, cwd=ROOT,
+                        env=dict(os.environ, XLA_FLAGS=flags))
 
 
 def tiny_config(family="scnet", **overrides):

@@ -26,41 +26,56 @@ def num_generated(shapes):
   return int(sum(np.prod(s) + s[0] for s in shapes))
 
 
-def aggregate(x, weights, shapes, inside=None):
+def _shifted(x, k):
+  """The k*k 'same'-padded shifts of x [..., h, w, C] (zero padding)."""
+  h, w = x.shape[-3], x.shape[-2]
+  p = k // 2
+  pad = [(0, 0)] * (x.ndim - 3) + [(p, p), (p, p), (0, 0)]
+  padded = jnp.pad(x, pad)
+  return [padded[..., dy:dy + h, dx:dx + w, :] for dy in range(k)
+          for dx in range(k)]
+
+
+def aggregate(x, weights, shapes, inside=None, shared=None):
   """Runs each cell's generated CNN on its input.
 
   Args:
-    x: [N, h, w, C_in] float32: per cell, its neighbours' mask logits and
-      the context channels.
-    weights: [N, num_generated(shapes)] float32 generated weights.
-    shapes: layer_shapes(...) (static).
-    inside: optional [N, h, w, 1] bool: the cell's image map (its canvas
+    x: [B, K, h, w, C_x] float32: per image, its K cells' own input
+      channels (their neighbours' mask logits).
+    weights: [B, K, num_generated(shapes)] float32 generated weights.
+    shapes: layer_shapes(C_x + C_s, ...) (static).
+    inside: optional [B, h, w, 1] bool: each image's map (its canvas
       region); every layer's input is zeroed outside it, as the
       convolution of an image of that size pads with zeros.
+    shared: optional [B, h, w, C_s] channels every cell of an image reads
+      after its own (the context): their first-layer product is one
+      matrix product per image, not one per cell.
   Returns:
-    [N, h, w] float32 aggregated mask logits (zero outside `inside`).
+    [B, K, h, w] float32 aggregated mask logits (zero outside `inside`).
   """
-  n, h, w, _ = x.shape
+  b, n, h, w, cx = x.shape
+  keep = None if inside is None else inside[:, None]
+  if inside is not None:
+    x = jnp.where(keep, x, 0.0)
+    if shared is not None:
+      shared = jnp.where(inside, shared, 0.0)
   start = 0
   for i, (cout, cin, k, _) in enumerate(shapes):
-    if inside is not None:
-      x = jnp.where(inside, x, 0.0)
     size = cout * cin * k * k
-    kernel = weights[:, start:start + size].reshape(n, cout, cin, k, k)
-    bias = weights[:, start + size:start + size + cout]
+    kernel = weights[..., start:start + size].reshape(b, n, cout, cin, k * k)
+    y = weights[..., start + size:start + size + cout][:, :, None, None, :]
     start += size + cout
-    p = k // 2
-    padded = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-    # One batched matmul per tap: no k*k-times larger im2col copy.
-    y = bias[:, None, None, :]
-    for dy in range(k):
-      for dx in range(k):
-        y = y + jnp.einsum("nhwc,noc->nhwo",
-                           padded[:, dy:dy + h, dx:dx + w],
-                           kernel[:, :, :, dy, dx])
+    # One batched matmul per tap: no k*k-times larger copy of x.
+    own = x.shape[-1]
+    for t, xs in enumerate(_shifted(x, k)):
+      y = y + jnp.einsum("bnhwc,bnoc->bnhwo", xs, kernel[:, :, :, :own, t])
+    if i == 0 and shared is not None:
+      cols = jnp.stack(_shifted(shared, k), -1).reshape(b, h * w, -1)
+      ks = kernel[:, :, :, cx:, :].reshape(b, n, cout, -1)
+      y = y + jnp.einsum("bpq,bnoq->bnpo", cols, ks).reshape(b, n, h, w, cout)
     x = jnp.maximum(y, 0.0) if i < len(shapes) - 1 else y
-  if inside is not None:
-    x = jnp.where(inside, x, 0.0)
+    if keep is not None:
+      x = jnp.where(keep, x, 0.0)
   return x[..., 0]
 
 

@@ -1,31 +1,20 @@
 """eval.py and Predictor on a checkpoint written by train.py."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
 from scnet_jax import Predictor
-from tests.helpers import shapes_root
+from tests.helpers import ROOT, run_command, shapes_flags, shapes_root
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CONFIG = os.path.join(ROOT, "configs", "mask_rcnn_tiny_shapes.py")
 
 
-def _flags():
-  return [f"--config.data.shapes.root={shapes_root()}",
-          "--config.data.shapes.num_train=48",
-          "--config.data.shapes.num_val=16"]
-
-
 def _run(script, *args):
-  return subprocess.run([sys.executable, os.path.join(ROOT, script),
-                         "--config", CONFIG, *args, *_flags()],
-                        capture_output=True, text=True, cwd=ROOT,
-                        env=dict(os.environ, XLA_FLAGS=""))
+  return run_command(os.path.join(ROOT, script), "--config", CONFIG, *args,
+                     *shapes_flags())
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +55,9 @@ def test_eval_twice_identical_and_results_load(trained, tmp_path):
 def test_eval_errors_are_one_line(trained, tmp_path):
   p = _run("eval.py", "--checkpoint", str(tmp_path / "nope"))
   assert p.returncode == 2 and "checkpoint directory not found" in p.stderr
-  p = subprocess.run([sys.executable, os.path.join(ROOT, "eval.py"),
-                      "--config", os.path.join(ROOT, "configs",
-                                               "scnet_tiny_shapes.py"),
-                      "--checkpoint", str(trained), *_flags()],
-                     capture_output=True, text=True, cwd=ROOT)
+  p = run_command(os.path.join(ROOT, "eval.py"), "--config",
+                  os.path.join(ROOT, "configs", "scnet_tiny_shapes.py"),
+                  "--checkpoint", str(trained), *shapes_flags())
   assert p.returncode == 2 and "does not fit the configured model" in p.stderr
   p = _run("eval.py", "--checkpoint", str(trained),
            f"--config.data.val.image_dir={tmp_path}")
@@ -127,13 +114,11 @@ def test_predict_a_folder_of_any_images(trained, tmp_path):
   (folder / "broken.jpg").write_bytes(rng.bytes(300))
   (folder / "notes.txt").write_text("not an image")
   def predict(out, devices, *args):
-    return subprocess.run(
-        [sys.executable, "-m", "scnet_jax.predict", "--config", CONFIG,
-         "--checkpoint", str(trained), "--images", str(folder), "--out",
-         str(out), "--score_thr=0.0", "--config.model.test.score_thr=0.0",
-         *args, *_flags()], capture_output=True, text=True, cwd=ROOT,
-        env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_"
-                 f"count={devices}"))
+    return run_command(
+        "-m", "scnet_jax.predict", "--config", CONFIG, "--checkpoint",
+        str(trained), "--images", str(folder), "--out", str(out),
+        "--score_thr=0.0", "--config.model.test.score_thr=0.0", *args,
+        *shapes_flags(), devices=devices)
 
   out = tmp_path / "out"
   p = predict(out, 1, "--pictures")
@@ -164,11 +149,9 @@ def test_predict_a_folder_of_any_images(trained, tmp_path):
 
 
 def test_predict_a_folder_without_images_is_one_line(trained, tmp_path):
-  p = subprocess.run(
-      [sys.executable, "-m", "scnet_jax.predict", "--config", CONFIG,
-       "--checkpoint", str(trained), "--images", str(tmp_path), *_flags()],
-      capture_output=True, text=True, cwd=ROOT, env=dict(os.environ,
-                                                         XLA_FLAGS=""))
+  p = run_command("-m", "scnet_jax.predict", "--config", CONFIG,
+                  "--checkpoint", str(trained), "--images", str(tmp_path),
+                  *shapes_flags())
   assert p.returncode == 2
   assert p.stderr.strip().splitlines() == [
       f"error: {tmp_path}: no image files (.jpg, .jpeg, .png, .bmp, .gif, "
@@ -177,11 +160,9 @@ def test_predict_a_folder_without_images_is_one_line(trained, tmp_path):
 
 def test_export_cli_round_trip(trained, tmp_path):
   from scnet_jax.export import load_exported
-  p = subprocess.run(
-      [sys.executable, "-m", "scnet_jax.export", "--config", CONFIG,
-       "--checkpoint", str(trained), "--out", str(tmp_path / "exp"),
-       *_flags()], capture_output=True, text=True, cwd=ROOT,
-      env=dict(os.environ, XLA_FLAGS=""))
+  p = run_command("-m", "scnet_jax.export", "--config", CONFIG,
+                  "--checkpoint", str(trained), "--out", str(tmp_path / "exp"),
+                  *shapes_flags())
   assert p.returncode == 0, p.stderr
   assert "exported step 4" in p.stdout
   predict = load_exported(str(tmp_path / "exp"))

@@ -24,26 +24,31 @@ def _config(**head):
   return c
 
 
-def _head_outputs(config):
+def test_identity_filter_gives_the_centre_cells_mask():
+  config = _config()
   model = build_model(config)
   params, stats = init_variables(model, config, 0)
   (batch,) = helpers.train_batches(config, 1)
-  bound = model.bind({"params": params, "batch_stats": stats})
-  feats, canvas = bound.neck_and_canvas(batch["image"], batch["image_hw"])
-  return bound.mask_head, bound.mask_head(feats, canvas)
-
-
-def test_identity_filter_gives_the_centre_cells_mask():
-  head, out = _head_outputs(_config())
   w, _ = identity_weights()
   rng = np.random.default_rng(0)
-  for level, s in enumerate(head.num_grids):
-    out["agg_weights"][level] = jnp.broadcast_to(
-        jnp.asarray(w), out["agg_weights"][level].shape[:-1] + w.shape)
-    cells = jnp.asarray(rng.integers(0, s * s, (2, 6)), jnp.int32)
-    got = head.cell_mask_logits(out, level, cells)
-    want = SOLOHead.cell_mask_logits(head, out, level, cells)
-    ext = np.asarray(out["mask_extents"][level])
+  grids = config.model.mask_head.num_grids
+  cells = [jnp.asarray(rng.integers(0, s * s, (2, 6)), jnp.int32)
+           for s in grids]
+
+  def both(mdl, batch):
+    """Per level: (aggregated with identity weights, SOLO's cell mask),
+    and the map extents."""
+    head = mdl.mask_head
+    out = head(*mdl.neck_and_canvas(batch["image"], batch["image_hw"]))
+    return [(head.cell_mask_logits(out, level, c,
+                                   jnp.broadcast_to(w, (2, 6, len(w)))),
+             SOLOHead.cell_mask_logits(head, out, level, c),
+             out["mask_extents"][level]) for level, c in enumerate(cells)]
+
+  levels = jax.jit(lambda v, b: model.apply(v, b, method=both))(
+      {"params": params, "batch_stats": stats}, batch)
+  for got, want, ext in levels:
+    ext = np.asarray(ext)
     for b in range(2):
       h, w_ = ext[b]
       np.testing.assert_allclose(np.asarray(got[b, :, :h, :w_]),
@@ -52,7 +57,8 @@ def test_identity_filter_gives_the_centre_cells_mask():
 
 def test_mask_loss_reaches_the_generator_and_the_context():
   losses_of, params, _ = helpers.losses_fn(_config())
-  grads = helpers.flat(jax.grad(lambda p: losses_of(p)["loss_mask"])(params))
+  grads = helpers.flat(jax.jit(jax.grad(
+      lambda p: losses_of(p)["loss_mask"]))(params))
   for name in ("mask_head/learned_weights/", "mask_head/context_fusion_0/",
                "mask_head/context_fusion_3/", "mask_head/conv_mask_list_0/",
                "mask_head/mask_convs_0/"):

@@ -11,7 +11,8 @@ from scnet_jax.ops.aggregate import (aggregate, layer_shapes,
 
 def _torch_grouped(x, weights, shapes):
   """x [N, h, w, C]; weights [N, P] -> [N, h, w]: the cells as groups of
-  one convolution per layer, weights viewed as [N * C_out, C_in, k, k]."""
+  one convolution per layer, weights viewed as [N * C_out, C_in, k, k]
+  (the authors' F.conv2d(..., groups=N))."""
   n, h, w, _ = x.shape
   y = torch.from_numpy(x).permute(0, 3, 1, 2).reshape(1, -1, h, w)
   wt = torch.from_numpy(weights)
@@ -37,28 +38,39 @@ def test_layout_and_count_are_the_authors():
 
 
 def test_equals_torch_grouped_conv():
+  """Cells of 2 images, their own channels alone or followed by channels
+  shared by an image's cells (the context), against one grouped conv of
+  every cell's full input."""
   rng = np.random.default_rng(0)
-  for layers, cin in ((3, 21), (2, 20), (1, 6)):
-    shapes = layer_shapes(cin, 4, layers)
-    x = rng.normal(0, 1, (7, 12, 10, cin)).astype(np.float32)
-    weights = rng.uniform(-0.5, 0.5, (7, num_generated(shapes))).astype(
+  for layers, own, shared in ((3, 5, 16), (2, 4, 16), (1, 6, 0), (3, 21, 0)):
+    shapes = layer_shapes(own + shared, 4, layers)
+    x = rng.normal(0, 1, (2, 7, 12, 10, own)).astype(np.float32)
+    ctx = rng.normal(0, 1, (2, 12, 10, shared)).astype(np.float32)
+    weights = rng.uniform(-0.5, 0.5, (2, 7, num_generated(shapes))).astype(
         np.float32)
-    np.testing.assert_allclose(np.asarray(aggregate(x, weights, shapes)),
-                               _torch_grouped(x, weights, shapes),
+    got = aggregate(x, weights, shapes, shared=ctx if shared else None)
+    full = np.concatenate([x, np.broadcast_to(ctx[:, None],
+                                              (2, 7, 12, 10, shared))], -1)
+    want = _torch_grouped(full.reshape(14, 12, 10, -1),
+                          weights.reshape(14, -1), shapes)
+    np.testing.assert_allclose(np.asarray(got).reshape(14, 12, 10), want,
                                rtol=1e-4, atol=1e-5)
 
 
 def test_inside_is_an_image_of_that_size():
-  """A cell whose map is the first 8 x 6 cells equals the convolution of
-  that 8 x 6 map alone (zero padding at its border)."""
+  """An image whose map is its first 8 x 6 cells equals the convolution
+  of that 8 x 6 map alone (zero padding at its border)."""
   rng = np.random.default_rng(1)
   shapes = layer_shapes(21, 4, 3)
-  x = rng.normal(0, 1, (3, 12, 10, 21)).astype(np.float32)
-  weights = rng.uniform(-0.5, 0.5, (3, 945)).astype(np.float32)
-  inside = np.zeros((3, 12, 10, 1), bool)
+  x = rng.normal(0, 1, (1, 3, 12, 10, 5)).astype(np.float32)
+  ctx = rng.normal(0, 1, (1, 12, 10, 16)).astype(np.float32)
+  weights = rng.uniform(-0.5, 0.5, (1, 3, 945)).astype(np.float32)
+  inside = np.zeros((1, 12, 10, 1), bool)
   inside[:, :8, :6] = True
-  got = np.asarray(aggregate(x, weights, shapes, inside))
-  want = _torch_grouped(np.ascontiguousarray(x[:, :8, :6]), weights, shapes)
+  got = np.asarray(aggregate(x, weights, shapes, inside, ctx))[0]
+  full = np.concatenate([x[0], np.broadcast_to(ctx, (3, 12, 10, 16))], -1)
+  want = _torch_grouped(np.ascontiguousarray(full[:, :8, :6]), weights[0],
+                        shapes)
   np.testing.assert_allclose(got[:, :8, :6], want, rtol=1e-4, atol=1e-5)
   assert not got[:, 8:].any() and not got[:, :, 6:].any()
 
@@ -84,10 +96,11 @@ def identity_weights(k=5, context=16, hidden=4, centre=2):
 
 def test_identity_filter_passes_the_centre_mask():
   rng = np.random.default_rng(2)
-  x = rng.normal(0, 3, (4, 9, 11, 21)).astype(np.float32)
+  x = rng.normal(0, 3, (2, 4, 9, 11, 5)).astype(np.float32)
+  ctx = rng.normal(0, 3, (2, 9, 11, 16)).astype(np.float32)
   w, shapes = identity_weights()
-  got = aggregate(x, np.tile(w, (4, 1)), shapes)
-  np.testing.assert_allclose(np.asarray(got), x[..., 2], atol=1e-6)
+  got = aggregate(x, np.broadcast_to(w, (2, 4, len(w))), shapes, shared=ctx)
+  np.testing.assert_allclose(np.asarray(got), x[..., 2], atol=1e-5)
 
 
 def test_neighbour_tables():

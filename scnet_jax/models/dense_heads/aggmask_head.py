@@ -5,7 +5,8 @@ is not the cell's own mask channel but an aggregation of its neighbours'.
     SOLO's towers and outputs (solo_head.py), plus
       weight generator: the category tower's S x S feature -> 3x3 conv ->
         tanh -> per cell, the weights of a small CNN (ops/aggregate.py;
-        3 layers, 4 hidden channels, 3x3: 945 values for K = 5)
+        3 layers, 4 hidden channels, 3x3: 945 values for K = 5); only
+        evaluated at the cells whose masks are aggregated
       context: P2..P6 resized to P2 (bilinear, align corners) and
         concatenated -> 1x1 conv (C) -> GN -> ReLU -> 1x1 conv (16) -> ReLU
     a cell's mask: its CNN on [K neighbours' mask logits, context resized
@@ -22,7 +23,7 @@ image and level, `max_positives` to lower it) is aggregated; at test the
 after point NMS) are: exact whenever no more cells per level pass
 `test.score_thr`, as the authors aggregate every such cell.
 """
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -44,6 +45,32 @@ def torch_default_bias_init(fan_in):
   bound = 1.0 / np.sqrt(fan_in)
   return lambda key, shape, dtype=jnp.float32: jax.random.uniform(
       key, shape, dtype, -bound, bound)
+
+
+class CellConv(nn.Module):
+  """A 3x3 'same' convolution (nn.Conv's kernel [3, 3, C_in, features] and
+  bias) evaluated at chosen cells only: x [B, S, S, C_in], cells [B, K]
+  int32 (i * S + j) -> [B, K, features]. The generator's output is read at
+  a few cells, so computing it everywhere would be waste."""
+  features: int
+  fan_in: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, cells):
+    b, s, _, c = x.shape
+    kernel = self.param("kernel", torch_default_conv_init(),
+                        (3, 3, c, self.features))
+    bias = self.param("bias", torch_default_bias_init(self.fan_in),
+                      (self.features,))
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    i, j = cells // s, cells % s
+    taps = [padded[jnp.arange(b)[:, None], i + dy, j + dx]
+            for dy in range(3) for dx in range(3)]       # 9 x [B, K, C]
+    patches = jnp.stack(taps, 2).reshape(b, cells.shape[1], 9 * c)
+    out = patches.astype(self.dtype) @ kernel.reshape(9 * c, -1).astype(
+        self.dtype)
+    return out + bias.astype(self.dtype)
 
 
 class AggMaskHead(SOLOHead, kw_only=True):
@@ -98,11 +125,9 @@ class AggMaskHead(SOLOHead, kw_only=True):
 
   def setup(self):
     super().setup()
-    fan_in = self.feat_channels * 9
-    self.weight_generator = Conv(
-        num_generated(self.agg_shapes()), (3, 3), padding=((1, 1),) * 2,
-        kernel_init=torch_default_conv_init(),
-        bias_init=torch_default_bias_init(fan_in), dtype=self.dtype,
+    self.weight_generator = CellConv(
+        features=num_generated(self.agg_shapes()),
+        fan_in=self.feat_channels * 9, dtype=self.dtype,
         name="learned_weights")
     fused = self.channels * len(self.num_grids)
     self.context_reduce = Conv(
@@ -132,11 +157,9 @@ class AggMaskHead(SOLOHead, kw_only=True):
     return jnp.where(inside, x, 0.0), extents[0]
 
   def __call__(self, feats, canvas):
-    """SOLOHead's outputs plus agg_weights (per level [B, S, S, P], tanh of
-    the generator), context and context_extent."""
+    """SOLOHead's outputs plus context [B, H2, W2, context_channels] and
+    context_extent [B, 2]."""
     out = super().__call__(feats, canvas)
-    out["agg_weights"] = [jnp.tanh(self.weight_generator(c))
-                          for c in out["cls_feats"]]
     out["context"], out["context_extent"] = self.context(feats, canvas)
     return out
 
@@ -144,32 +167,30 @@ class AggMaskHead(SOLOHead, kw_only=True):
     cap = super().positive_cap(level, num_gt)
     return min(cap, self.max_positives) if self.max_positives > 0 else cap
 
-  def cell_mask_logits(self, out, level, cells):
+  def generated_weights(self, out, level, cells):
+    """[B, K, P] float32: tanh of the generator at cells [B, K] of the
+    level's category tower feature (the aggregation's weights)."""
+    return jnp.tanh(self.weight_generator(out["cls_feats"][level], cells)
+                    .astype(jnp.float32))
+
+  def cell_mask_logits(self, out, level, cells, weights=None):
     """The aggregated masks of category cells `cells` [B, K] ->
-    [B, K, h, w] logits at the level's mask resolution."""
+    [B, K, h, w] logits at the level's mask resolution; weights: [B, K, P]
+    to aggregate with instead of the generated ones (probing, tests)."""
     logits = out["mask_logits"][level].astype(jnp.float32)
     ext = out["mask_extents"][level]
     b, h, w, _ = logits.shape
     k = cells.shape[1]
     nb = jnp.asarray(self.neighbours(level))[cells]          # [B, K, n]
-    n = nb.shape[-1]
     masks = jnp.take_along_axis(logits, nb.reshape(b, 1, 1, -1), axis=-1)
-    masks = jnp.moveaxis(masks.reshape(b, h, w, k, n), 3, 1)  # [B,K,h,w,n]
+    masks = jnp.moveaxis(masks.reshape(b, h, w, k, -1), 3, 1)  # [B,K,h,w,n]
     ctx = ops.resize_bilinear_align_corners(
         out["context"].astype(jnp.float32), (h, w), out["context_extent"],
         ext)
-    x = jnp.concatenate(
-        [masks, jnp.broadcast_to(ctx[:, None], (b, k, h, w, ctx.shape[-1]))],
-        -1)
-    gen = out["agg_weights"][level].astype(jnp.float32)
-    weights = jnp.take_along_axis(gen.reshape(b, -1, gen.shape[-1]),
-                                  cells[..., None], axis=1)  # [B, K, P]
-    inside = jnp.broadcast_to(_inside(ext, (h, w))[:, None],
-                              (b, k, h, w, 1))
-    agg = aggregate(x.reshape(b * k, h, w, -1),
-                    weights.reshape(b * k, -1), self.agg_shapes(),
-                    inside.reshape(b * k, h, w, 1))
-    return agg.reshape(b, k, h, w)
+    if weights is None:
+      weights = self.generated_weights(out, level, cells)
+    return aggregate(masks, weights, self.agg_shapes(), _inside(ext, (h, w)),
+                     shared=ctx)
 
   def candidates(self, out):
     """The test.max_cells best category cells of each level (by their
