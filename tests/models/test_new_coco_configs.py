@@ -1,5 +1,5 @@
-"""The R-50 COCO configs of CoMask and Mask R-CNN + SFPN, unchanged but
-for a small bucket (128x128) and one image: one jitted train step and one
+"""The R-50 COCO configs of CoMask, Mask R-CNN + SFPN and AggMask,
+unchanged but for a small bucket (128x128) and one image: one jitted train step and one
 inference call compile, run finite with the expected shapes, and do not
 recompile on new data. Every new config counts its parameters (what
 `python -m scnet_jax.inspect` prints)."""
@@ -15,13 +15,16 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 NEW_CONFIGS = ["comask_r50_mfpn_2x_coco", "comask_r101_mfpn_2x_coco",
                "mask_rcnn_r50_sfpn_1x_coco",
                "cascade_mask_rcnn_r101_sfpn_1x_coco", "comask_tiny_shapes",
-               "mask_rcnn_sfpn_tiny_shapes"]
+               "mask_rcnn_sfpn_tiny_shapes", "solo_r50_fpn_3x_coco",
+               "aggmask_r50_fpn_3x_coco", "aggmask_r101_fpn_3x_coco",
+               "aggmask_tiny_shapes", "aggmask_interp_tiny_shapes"]
 
 
 def _small(name):
   c = load_config(os.path.join(ROOT, "configs", f"{name}.py"))
   c.data.buckets = ((128, 128),)
   c.data.image_scale = (128, 128)
+  c.data.train_scales = ()
   c.data.source = "shapes"
   c.data.shapes.update(root=shapes_root(), num_train=48, num_val=16)
   c.data.train.update(ann_file="", image_dir="", seg_dir="")
@@ -31,12 +34,16 @@ def _small(name):
 
 
 @pytest.mark.parametrize("name", ["comask_r50_mfpn_2x_coco",
-                                  "mask_rcnn_r50_sfpn_1x_coco"])
+                                  "mask_rcnn_r50_sfpn_1x_coco",
+                                  "aggmask_r50_fpn_3x_coco"])
 def test_r50_coco_config_compiles_once_at_a_small_bucket(name):
   config = _small(name)
   _, out = jit_train_and_predict(config)
   d = config.model.test.max_per_img
-  assert out.boxes.shape == (1, d, 4) and out.masks.shape == (1, d, 28, 28)
+  # Box-relative 28 x 28 masks, or a one-stage head's at stride 4.
+  mask_hw = (32, 32) if config.model.type == "one_stage" else (28, 28)
+  assert out.boxes.shape == (1, d, 4) and out.masks.shape == (1, d,
+                                                              *mask_hw)
 
 
 @pytest.mark.parametrize("name", NEW_CONFIGS)

@@ -178,13 +178,15 @@ class SOLOHead(nn.Module, kw_only=True):
     return jnp.moveaxis(picked, -1, 1)
 
   def loss(self, feats, canvas, gt):
-    """Named float32 losses: loss_cls (Focal), loss_mask (Dice x 3)."""
+    """Named float32 losses: loss_cls (Focal over every cell / (positives
+    + 1)), loss_mask (Dice x 3, mean over the positives' masks; every
+    positive has one unless positive_cap leaves some out)."""
     out = self(feats, canvas)
     com_h, com_w, area = jax.vmap(jax.vmap(center_of_mass))(
         gt.mask_crops, gt.mask_windows)
     nonempty = area > 0
     g = gt.boxes.shape[1]
-    num_pos, focal_sum, dice_sum = 0.0, 0.0, 0.0
+    num_pos, num_masks, focal_sum, dice_sum = 0.0, 0.0, 0.0, 0.0
     for level, cls_logits in enumerate(out["cls_logits"]):
       s = self.num_grids[level]
       targets = jax.vmap(lambda b, l, v, ch, cw, ne, hw: level_targets(
@@ -201,6 +203,7 @@ class SOLOHead(nn.Module, kw_only=True):
       (idx,) = jax.vmap(lambda p: jnp.nonzero(p, size=cap, fill_value=0))(
           positive)
       used = jnp.arange(cap)[None] < jnp.sum(positive, -1, keepdims=True)
+      num_masks += jnp.sum(used)
       pred = self.cell_mask_logits(out, level, idx)
       hw = pred.shape[2:]
       out_stride = canvas.bucket[0] // hw[0]
@@ -216,7 +219,7 @@ class SOLOHead(nn.Module, kw_only=True):
     return {"loss_cls": self.loss_cls_weight * focal_sum /
                         normalizer(num_pos + 1, self.axis_name),
             "loss_mask": self.loss_mask_weight * dice_sum /
-                         normalizer(num_pos, self.axis_name)}
+                         normalizer(num_masks, self.axis_name)}
 
   def candidates(self, out):
     """The cells scored at test: (mask probabilities [B, h, w, N] at the
