@@ -26,6 +26,36 @@ def num_generated(shapes):
   return int(sum(np.prod(s) + s[0] for s in shapes))
 
 
+def identity_weights(shapes, mix):
+  """[num_generated(shapes)] weights (the layout above) under which the
+  CNN outputs sum_k mix[k] x_k of its own input channels: the first layer
+  splits the mix into +y and -y, the middle ones keep both, the last
+  takes relu(y) - relu(-y) = y; biases zero. Needs two hidden channels
+  unless there is one layer.
+
+  mix: [K] float weights of the first K input channels (e.g. one-hot on
+  the centre cell: its own mask).
+  """
+  mix = np.asarray(mix, np.float32)
+  if len(shapes) > 1 and shapes[0][0] < 2:
+    raise ValueError("an identity through ReLU layers needs 2 hidden "
+                     "channels")
+  parts = []
+  for i, (cout, cin, k, _) in enumerate(shapes):
+    w = np.zeros((cout, cin, k, k), np.float32)
+    c = k // 2
+    if len(shapes) == 1:
+      w[0, :len(mix), c, c] = mix
+    elif i == 0:
+      w[0, :len(mix), c, c], w[1, :len(mix), c, c] = mix, -mix
+    elif i < len(shapes) - 1:
+      w[0, 0, c, c], w[1, 1, c, c] = 1.0, 1.0
+    else:
+      w[0, 0, c, c], w[0, 1, c, c] = 1.0, -1.0
+    parts += [w.reshape(-1), np.zeros(cout, np.float32)]
+  return np.concatenate(parts)
+
+
 def _shifted(x, k):
   """The k*k 'same'-padded shifts of x [..., h, w, C] (zero padding)."""
   h, w = x.shape[-3], x.shape[-2]

@@ -11,9 +11,9 @@ from scnet_jax import config_lib
 from scnet_jax.errors import ConfigError
 from scnet_jax.models import build_model
 from scnet_jax.models.dense_heads.solo_head import SOLOHead
+from scnet_jax.ops.aggregate import identity_weights, layer_shapes
 from scnet_jax.training.state import init_variables, param_count
 from tests import helpers
-from tests.ops.test_aggregate import identity_weights
 
 
 def _config(**head):
@@ -29,7 +29,7 @@ def test_identity_filter_gives_the_centre_cells_mask():
   model = build_model(config)
   params, stats = init_variables(model, config, 0)
   (batch,) = helpers.train_batches(config, 1)
-  w, _ = identity_weights()
+  w = identity_weights(layer_shapes(21, 4, 3), np.eye(5)[2])
   rng = np.random.default_rng(0)
   grids = config.model.mask_head.num_grids
   cells = [jnp.asarray(rng.integers(0, s * s, (2, 6)), jnp.int32)
@@ -104,6 +104,8 @@ def test_parameter_counts_by_hand():
     ("mask_grids", (12, 10, 8, 6), "one per level"),
     ("mask_grids", (12, 5, 4, 3, 2), "every level"),
     ("mask_grids", (13, 10, 8, 6, 4), "at most the category grid"),
+    ("generator_init", "zeros", "generator_init: one of"),
+    ("mask_activation", "tanh", "mask_activation: one of"),
 ])
 def test_refused_combinations(field, value, words):
   c = _config()

@@ -5,8 +5,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scnet_jax.ops.aggregate import (aggregate, layer_shapes,
-                                     neighbour_cells, num_generated)
+from scnet_jax.ops.aggregate import (aggregate, identity_weights,
+                                     layer_shapes, neighbour_cells,
+                                     num_generated)
 
 
 def _torch_grouped(x, weights, shapes):
@@ -75,32 +76,21 @@ def test_inside_is_an_image_of_that_size():
   assert not got[:, 8:].any() and not got[:, :, 6:].any()
 
 
-def identity_weights(k=5, context=16, hidden=4, centre=2):
-  """Generated weights that pass the centre neighbour through: layer 1
-  splits it into +x and -x, layer 2 keeps both, layer 3 takes
-  relu(x) - relu(-x) = x."""
-  shapes = layer_shapes(k + context, hidden, 3)
-  parts = []
-  for i, (cout, cin, kk, _) in enumerate(shapes):
-    w = np.zeros((cout, cin, kk, kk), np.float32)
-    c = kk // 2
-    if i == 0:
-      w[0, centre, c, c], w[1, centre, c, c] = 1.0, -1.0
-    elif i == 1:
-      w[0, 0, c, c], w[1, 1, c, c] = 1.0, 1.0
-    else:
-      w[0, 0, c, c], w[0, 1, c, c] = 1.0, -1.0
-    parts += [w.reshape(-1), np.zeros(cout, np.float32)]
-  return np.concatenate(parts), shapes
-
-
 def test_identity_filter_passes_the_centre_mask():
   rng = np.random.default_rng(2)
   x = rng.normal(0, 3, (2, 4, 9, 11, 5)).astype(np.float32)
   ctx = rng.normal(0, 3, (2, 9, 11, 16)).astype(np.float32)
-  w, shapes = identity_weights()
+  shapes = layer_shapes(21, 4, 3)
+  w = identity_weights(shapes, np.eye(5)[2])
   got = aggregate(x, np.broadcast_to(w, (2, 4, len(w))), shapes, shared=ctx)
   np.testing.assert_allclose(np.asarray(got), x[..., 2], atol=1e-5)
+  # Two layers, and a mean of 4 neighbours (mask interpolation).
+  shapes = layer_shapes(4 + 16, 4, 2)
+  w = identity_weights(shapes, np.full(4, 0.25))
+  got = aggregate(x[..., :4], np.broadcast_to(w, (2, 4, len(w))), shapes,
+                  shared=ctx)
+  np.testing.assert_allclose(np.asarray(got), x[..., :4].mean(-1),
+                             atol=1e-5)
 
 
 def test_neighbour_tables():
