@@ -260,7 +260,7 @@ def aggmask_model():
   # 800 x 1333); an image with more leaves the rest out of the mask loss.
   m.mask_head.update(type="aggmask", mask_grids=(), agg_layers=3,
                      agg_channels=4, agg_kernel=3, context_channels=16,
-                     max_positives=128, generator_init="torch",
+                     max_positives=128, residual=False,
                      mask_activation="none")
   m.test.max_cells = 100
   return m
@@ -347,9 +347,10 @@ def solo_tiny_shapes(system="solo"):
     # training images: 24 aggregated masks keep every one, at a quarter of
     # the exact cap's cost (9 cells x 12 instances).
     m.mask_head.max_positives = 24
-    # From scratch the authors' generator init collapses to a constant
-    # mask (models/dense_heads/aggmask_head.py): start at SOLO's masks.
-    m.mask_head.generator_init = "identity"
+    # From scratch the authors' aggregation collapses to a constant mask
+    # (models/dense_heads/aggmask_head.py): SOLO's mask plus a learned
+    # correction.
+    m.mask_head.residual = True
   d = c.data
   d.buckets = ((128, 128),)
   d.image_scale = (128, 128)

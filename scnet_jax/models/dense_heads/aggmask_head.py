@@ -48,7 +48,6 @@ def torch_default_bias_init(fan_in):
       key, shape, dtype, -bound, bound)
 
 
-GENERATOR_INITS = ("torch", "identity")
 MASK_ACTIVATIONS = {"none": lambda x: x, "sigmoid": jax.nn.sigmoid,
                     "relu": jax.nn.relu}
 
@@ -91,15 +90,16 @@ class AggMaskHead(SOLOHead, kw_only=True):
   agg_kernel: int = 3
   context_channels: int = 16
   max_positives: int = 0
-  # How the weight generator starts. "torch": PyTorch's default conv init,
-  # the authors' (with an ImageNet backbone). "identity": its bias starts
-  # at tanh^-1 of an aggregation that passes the centre cell's own mask
-  # (the mean of the 4 around it with mask interpolation) scaled by
-  # tanh(1) per layer, its kernel at N(0, 0.01): from scratch, the "torch" start
-  # sees nearly constant inputs (every mask logit at the -4.6 prior) and
-  # settles on a constant mask with every ReLU dead (measured on the
-  # shapes: dice stuck at 0.78, AP 0).
-  generator_init: str = "torch"
+  # False: the authors' aggregation, generator at PyTorch's default init
+  # (they start from an ImageNet backbone). True: a cell's mask is its own
+  # (the mean of the 4 around it with mask interpolation) plus the
+  # generated CNN's output, whose last layer starts at zero and earlier
+  # layers at tanh(1) x (+-) that mix, generator kernel N(0, 0.01): so
+  # training starts as SOLO. From scratch the authors' form settles on a
+  # constant mask with every ReLU dead within 10 steps (the shapes: dice
+  # stuck at 0.78, AP 0; also from an identity start without the
+  # residual, at lr 0.005, and on sigmoid inputs).
+  residual: bool = False
   # What the aggregation reads of the neighbours' masks (the authors'
   # s2_maskactivation): "none" (their configs: logits), "sigmoid", "relu".
   mask_activation: str = "none"
@@ -116,9 +116,6 @@ class AggMaskHead(SOLOHead, kw_only=True):
     if any(m > s for m, s in zip(masks, grids)):
       raise ConfigError("model.mask_head.mask_grids: each at most the "
                         "category grid (num_grids)")
-    if cfg.get("generator_init", "torch") not in GENERATOR_INITS:
-      raise ConfigError(f"model.mask_head.generator_init: one of "
-                        f"{GENERATOR_INITS}, got {cfg.generator_init!r}")
     if cfg.get("mask_activation", "none") not in MASK_ACTIVATIONS:
       raise ConfigError(f"model.mask_head.mask_activation: one of "
                         f"{sorted(MASK_ACTIVATIONS)}, got "
@@ -147,15 +144,23 @@ class AggMaskHead(SOLOHead, kw_only=True):
     return layer_shapes(k + self.context_channels, self.agg_channels,
                         self.agg_layers, self.agg_kernel)
 
+  def own_mask_mix(self):
+    """[K] float32: the weights of the aggregated cells that make a
+    category cell's own mask (one-hot on the centre of the cross, the
+    mean of the 4 surrounding mask cells)."""
+    k = self.neighbours(0).shape[1]
+    return (np.eye(k, dtype=np.float32)[k // 2] if k % 2
+            else np.full(k, 1.0 / k, np.float32))
+
   def setup(self):
     super().setup()
     shapes = self.agg_shapes()
-    if self.generator_init == "identity":
-      k = self.neighbours(0).shape[1]
-      mix = np.eye(k)[k // 2] if k % 2 else np.full(k, 1.0 / k)
-      start = jnp.asarray(identity_weights(shapes, mix))
+    if self.residual:
+      start = identity_weights(shapes, self.own_mask_mix())
+      last = int(np.prod(shapes[-1]) + shapes[-1][0])
+      start[-last:] = 0.0
       inits = dict(kernel_init=normal(0.01),
-                   bias_init=lambda *_: start)
+                   bias_init=lambda *_: jnp.asarray(start))
     else:
       inits = dict(kernel_init=torch_default_conv_init(),
                    bias_init=torch_default_bias_init(self.feat_channels * 9))
@@ -217,14 +222,16 @@ class AggMaskHead(SOLOHead, kw_only=True):
     nb = jnp.asarray(self.neighbours(level))[cells]          # [B, K, n]
     masks = jnp.take_along_axis(logits, nb.reshape(b, 1, 1, -1), axis=-1)
     masks = jnp.moveaxis(masks.reshape(b, h, w, k, -1), 3, 1)  # [B,K,h,w,n]
+    own = masks @ self.own_mask_mix() if self.residual else 0.0
     masks = MASK_ACTIVATIONS[self.mask_activation](masks)
     ctx = ops.resize_bilinear_align_corners(
         out["context"].astype(jnp.float32), (h, w), out["context_extent"],
         ext)
     if weights is None:
       weights = self.generated_weights(out, level, cells)
-    return aggregate(masks, weights, self.agg_shapes(), _inside(ext, (h, w)),
-                     shared=ctx)
+    inside = _inside(ext, (h, w))
+    agg = aggregate(masks, weights, self.agg_shapes(), inside, shared=ctx)
+    return agg + jnp.where(inside[:, None, ..., 0], own, 0.0)
 
   def candidates(self, out):
     """The test.max_cells best category cells of each level (by their
