@@ -1,7 +1,7 @@
 """AggMask's head (models/dense_heads/aggmask_head.py): with the generated
 weights set to an identity filter a cell's aggregated mask is SOLO's
 mask of that cell; the mask loss reaches the weight generator and the
-context branch; parameter counts by hand; refused combinations."""
+context branch, scaled where asked; parameter counts by hand; refused combinations."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,6 +72,26 @@ def test_mask_loss_reaches_the_generator_and_the_context():
   # The category branch feeds the generator: the mask loss reaches it too.
   assert helpers.grad_max(grads, "mask_head/cls_convs_0/") > 0
   assert helpers.grad_max(grads, "mask_head/conv_cls/") == 0
+
+
+def test_generator_grad_scale_scales_its_gradient_only():
+  """The forward is unchanged; the generator's gradient scales by the
+  factor; the mask branch's does not."""
+  out = []
+  for scale in (1.0, 0.01):
+    losses_of, params, _ = helpers.losses_fn(
+        _config(generator_grad_scale=scale))
+    loss, grads = jax.jit(jax.value_and_grad(
+        lambda p: losses_of(p)["loss_mask"]))(params)
+    out.append((float(loss), helpers.flat(grads)))
+  (l1, g1), (l2, g2) = out
+  np.testing.assert_allclose(l2, l1, rtol=1e-6)
+  for name in ("kernel", "bias"):
+    key = f"mask_head/learned_weights/{name}"
+    np.testing.assert_allclose(g2[key], 0.01 * g1[key], rtol=1e-3,
+                               atol=1e-9)
+  key = "mask_head/conv_mask_list_0/kernel"
+  np.testing.assert_allclose(g2[key], g1[key], rtol=1e-4, atol=1e-9)
 
 
 def test_mask_interpolation_trains_and_predicts():
