@@ -47,6 +47,9 @@ def main(argv):
   from scnet_jax.predictor import abstract_variables
 
   config = FLAGS.config
+  if FLAGS.tta:  # refused before the long plain evaluation, not after
+    from scnet_jax.evaluation.tta import check_config
+    check_config(config)
   ann_file, image_dir = val_paths(config)
   model = build_model(config)
   variables, step = checkpoint.restore_params(

@@ -27,6 +27,7 @@ from PIL import Image
 
 from scnet_jax import ops
 from scnet_jax.data import transforms
+from scnet_jax.errors import ConfigError
 from scnet_jax.models import build_model
 
 
@@ -72,6 +73,15 @@ class View:
   def from_original(self, boxes):
     boxes = np.asarray(boxes, np.float32) * self.factors
     return flip_boxes(boxes, self.w) if self.flip else boxes
+
+
+def check_config(config):
+  """Refuses a model TTA cannot run: the views merge RPN proposals, so
+  two-stage detectors only."""
+  if config.model.type != "two_stage":
+    raise ConfigError(f"eval.py --tta: test-time augmentation merges RPN "
+                      f"proposals across views, so it needs "
+                      f"model.type=two_stage; got {config.model.type!r}")
 
 
 class TTAPredictor:

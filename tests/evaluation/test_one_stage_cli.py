@@ -1,7 +1,8 @@
 """A one-stage model's image-level masks through the command lines and the
 Predictor: train.py (final evaluation and pictures), eval.py (COCO
 results that load, pictures beside the ground truth), scnet_jax.predict
-on files of other sizes, and Predictor.
+on files of other sizes, and Predictor; eval.py --tta refused in one
+line.
 
 Four training steps leave scores and masks near their 0.01 prior, so
 every threshold is set to 0 and every aggregated mask becomes a
@@ -81,3 +82,11 @@ def test_image_masks_through_train_eval_predict(tmp_path):
     # mask_thr 0: each mask covers the whole image (its canvas crop).
     assert out["masks"].all()
     np.testing.assert_allclose(out["boxes"][0], [0, 0, w, h], atol=1e-3)
+
+
+def test_tta_refused_in_one_line(tmp_path):
+  p = _run("eval.py", "--checkpoint", str(tmp_path), "--tta")
+  assert p.returncode == 2
+  assert p.stderr.strip().splitlines()[-1].startswith(
+      "error: eval.py --tta: test-time augmentation merges RPN")
+  assert "Traceback" not in p.stderr
