@@ -1,7 +1,8 @@
 """AggMask's head (models/dense_heads/aggmask_head.py): with the generated
 weights set to an identity filter a cell's aggregated mask is SOLO's
 mask of that cell; the mask loss reaches the weight generator and the
-context branch, scaled where asked; parameter counts by hand; refused combinations."""
+context branch, scaled where asked; parameter counts by hand; refused
+combinations."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -98,8 +98,8 @@ class AggMaskHead(SOLOHead, kw_only=True):
   # training starts as SOLO. From scratch on the shapes the authors' form
   # settles on one constant mask with every ReLU dead (AP 0; also from an
   # identity start, at lr 0.005, on sigmoid inputs, and with gradients
-  # clipped at norm 1); the residual form trains with the clip at 1
-  # (config_lib.solo_tiny_shapes).
+  # clipped at norm 1); the residual form trains with
+  # generator_grad_scale 0.01 (config_lib.solo_tiny_shapes).
   residual: bool = False
   # Multiplies the gradient that leaves the generated weights (into the
   # generator and the category tower), the forward unchanged: 1 is the
@@ -165,8 +165,7 @@ class AggMaskHead(SOLOHead, kw_only=True):
     shapes = self.agg_shapes()
     if self.residual:
       start = identity_weights(shapes, self.own_mask_mix())
-      last = int(np.prod(shapes[-1]) + shapes[-1][0])
-      start[-last:] = 0.0
+      start[-num_generated(shapes[-1:]):] = 0.0   # the last layer
       inits = dict(kernel_init=normal(0.01),
                    bias_init=lambda *_: jnp.asarray(start))
     else:
@@ -232,16 +231,18 @@ class AggMaskHead(SOLOHead, kw_only=True):
     nb = jnp.asarray(self.neighbours(level))[cells]          # [B, K, n]
     masks = jnp.take_along_axis(logits, nb.reshape(b, 1, 1, -1), axis=-1)
     masks = jnp.moveaxis(masks.reshape(b, h, w, k, -1), 3, 1)  # [B,K,h,w,n]
-    own = masks @ self.own_mask_mix() if self.residual else 0.0
-    masks = MASK_ACTIVATIONS[self.mask_activation](masks)
+    inputs = MASK_ACTIVATIONS[self.mask_activation](masks)
     ctx = ops.resize_bilinear_align_corners(
         out["context"].astype(jnp.float32), (h, w), out["context_extent"],
         ext)
     if weights is None:
       weights = self.generated_weights(out, level, cells)
     inside = _inside(ext, (h, w))
-    agg = aggregate(masks, weights, self.agg_shapes(), inside, shared=ctx)
-    return agg + jnp.where(inside[:, None, ..., 0], own, 0.0)
+    agg = aggregate(inputs, weights, self.agg_shapes(), inside, shared=ctx)
+    if self.residual:  # the cell's own logits, zero off the map as agg
+      agg = agg + jnp.where(inside[:, None, ..., 0],
+                            masks @ self.own_mask_mix(), 0.0)
+    return agg
 
   def candidates(self, out):
     """The test.max_cells best category cells of each level (by their
