@@ -1,6 +1,8 @@
 """AggMask's per-cell generated CNN (ops/aggregate.py) against PyTorch's
 grouped convolution, as the authors run it (every cell's weights one
 group of F.conv2d), and its neighbour tables on hand-made cases."""
+import jax
+import jax.numpy as jnp
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -10,23 +12,28 @@ from scnet_jax.ops.aggregate import (aggregate, identity_weights,
                                      num_generated)
 
 
-def _torch_grouped(x, weights, shapes):
-  """x [N, h, w, C]; weights [N, P] -> [N, h, w]: the cells as groups of
-  one convolution per layer, weights viewed as [N * C_out, C_in, k, k]
-  (the authors' F.conv2d(..., groups=N))."""
+def _torch_grouped_autograd(x, weights, shapes):
+  """x [N, h, w, C], weights [N, P] tensors -> [N, h, w]: the cells as
+  groups of one convolution per layer, weights viewed as
+  [N * C_out, C_in, k, k] (the authors' F.conv2d(..., groups=N))."""
   n, h, w, _ = x.shape
-  y = torch.from_numpy(x).permute(0, 3, 1, 2).reshape(1, -1, h, w)
-  wt = torch.from_numpy(weights)
+  y = x.permute(0, 3, 1, 2).reshape(1, -1, h, w)
   start = 0
   for i, (cout, cin, k, _) in enumerate(shapes):
     size = cout * cin * k * k
-    kernel = wt[:, start:start + size].reshape(n * cout, cin, k, k)
-    bias = wt[:, start + size:start + size + cout].reshape(-1)
+    kernel = weights[:, start:start + size].reshape(n * cout, cin, k, k)
+    bias = weights[:, start + size:start + size + cout].reshape(-1)
     start += size + cout
     y = F.conv2d(y, kernel, bias, padding=k // 2, groups=n)
     if i < len(shapes) - 1:
       y = F.relu(y)
-  return y.reshape(n, h, w).numpy()
+  return y.reshape(n, h, w)
+
+
+def _torch_grouped(x, weights, shapes):
+  """_torch_grouped_autograd on NumPy arrays."""
+  return _torch_grouped_autograd(torch.from_numpy(x),
+                                 torch.from_numpy(weights), shapes).numpy()
 
 
 def test_layout_and_count_are_the_authors():
@@ -56,6 +63,35 @@ def test_equals_torch_grouped_conv():
                           weights.reshape(14, -1), shapes)
     np.testing.assert_allclose(np.asarray(got).reshape(14, 12, 10), want,
                                rtol=1e-4, atol=1e-5)
+
+
+def test_gradients_equal_torch_grouped_conv():
+  """The hand-written backward (cell_correlate's VJP) against autograd
+  through the authors' grouped convolution: gradients w.r.t. the cells'
+  inputs, the shared context and the generated weights, for the 3x3
+  kernel and a 5x5 one (the flip and the tap order show there)."""
+  rng = np.random.default_rng(3)
+  for kernel in (3, 5):
+    shapes = layer_shapes(5 + 3, 4, 3, kernel)
+    x = rng.normal(0, 1, (2, 3, 9, 7, 5)).astype(np.float32)
+    ctx = rng.normal(0, 1, (2, 9, 7, 3)).astype(np.float32)
+    weights = rng.uniform(-0.5, 0.5, (2, 3, num_generated(shapes))).astype(
+        np.float32)
+    probe = rng.normal(0, 1, (2, 3, 9, 7)).astype(np.float32)
+
+    def loss(x, ctx, weights):
+      return jnp.sum(aggregate(x, weights, shapes, shared=ctx) * probe)
+    got = jax.grad(loss, argnums=(0, 1, 2))(x, ctx, weights)
+
+    tx, tc, tw = (torch.from_numpy(a).requires_grad_()
+                  for a in (x, ctx, weights))
+    full = torch.cat([tx, tc[:, None].expand(2, 3, 9, 7, 3)], -1)
+    y = _torch_grouped_autograd(full.reshape(6, 9, 7, 8), tw.reshape(6, -1),
+                                shapes)
+    (y * torch.from_numpy(probe.reshape(6, 9, 7))).sum().backward()
+    for g, t in zip(got, (tx, tc, tw)):
+      np.testing.assert_allclose(np.asarray(g), t.grad.numpy(), rtol=1e-4,
+                                 atol=1e-4)
 
 
 def test_inside_is_an_image_of_that_size():
