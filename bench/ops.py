@@ -5,7 +5,9 @@ RoIAlign: 1000 RoIs, 256 channels, P2..P5 of an 800x1216 image, outputs
 the adaptive rule also on the stride-8 semantic map at 14x14 (SCNet's
 semantic RoI feature), and its feature gradient. The adaptive rows also
 time the previous kernel's capped formula (at most 4x4 samples per bin,
-wrong past that) against today's exact one. NMS: 2000 and 20000 boxes.
+wrong past that) against today's exact one; on the tiny configs' small
+maps, the gather method against the one "auto" picks. NMS: 2000 and 20000
+boxes.
 The last line is the geometric mean of torchvision time / our time.
 
   python bench/ops.py
@@ -65,6 +67,33 @@ def _needs(rois, strides, size):
   scale = 1.0 / np.asarray(strides, np.float64)[lvl]
   wh = (rois[:, 2:] - rois[:, :2]) * scale[:, None]
   return np.ceil(wh / size).max(axis=1)
+
+
+def _small_map_rows(rng):
+  """The tiny configs' RoIAlign (128 px image: P2-P5 of 32..4 px, 8 images
+  x 32 RoIs, 64 channels, sampling ratio 2), forward+backward: the gather
+  method (peer) against what "auto" picks there."""
+  strides, b, k, c = (4, 8, 16, 32), 8, 32, 64
+  feats = [jnp.asarray(rng.normal(size=(b, 128 // s, 128 // s, c)),
+                       jnp.float32) for s in strides]
+  xy = rng.uniform(0, 100, size=(b, k, 2))
+  wh = rng.uniform(4, 90, size=(b, k, 2))
+  rois = jnp.asarray(np.concatenate([xy, np.minimum(xy + wh, 128)], -1),
+                     jnp.float32)
+  rows = []
+  for size in (7, 14):
+    auto = roi_align_lib._pick_method(
+        "auto", [f.shape[1:3] for f in feats], (size, size), 2,
+        roi_align_lib._level_tile((size, size), strides, 56))
+    times = {}
+    for method in ("gather", "auto"):
+      grad = jax.jit(jax.grad(lambda fs, m=method, size=size: jnp.sum(
+          ops.multilevel_roi_align(fs, rois, size, strides, 2,
+                                   method=m) ** 2)))
+      times[method] = time_jax(grad, feats)[1]
+    rows.append((f"128 px {size}x{size} sr=2 fwd+bwd: gather (peer) vs "
+                 f"auto ({auto})", times["gather"], times["auto"]))
+  return rows
 
 
 def main():
@@ -132,6 +161,7 @@ def main():
     _, t_old = time_jax(old, feats, rois)
   side_rows.append(("7x7 sr=0 fwd+bwd: capped (peer) vs exact", t_old,
                     t_ours))
+  side_rows += _small_map_rows(rng)
   for n in (2000, 20000):
     xy = rng.uniform(0, 1000, size=(n, 2))
     wh = rng.uniform(10, 120, size=(n, 2))
