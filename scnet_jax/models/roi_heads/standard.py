@@ -247,17 +247,29 @@ class StandardRoIHeads(nn.Module, kw_only=True):
         self.sampling_ratio, self.aligned, self.finest_scale,
         self.level_mapper, roi_grad=self.roi_box_grad, canvas_hw=canvas_hw)
     if ctx.semantic is not None:
-      s = ops.roi_align(ctx.semantic, rois, self.mask_roi_size,
-                        1.0 / ctx.semantic_stride, self.sampling_ratio,
-                        self.aligned, roi_grad=self.roi_box_grad,
-                        canvas_hw=canvas_hw)
-      if size != self.mask_roi_size:  # adaptive_avg_pool2d 14 -> 7
-        f = self.mask_roi_size // size
-        s = s.reshape(*s.shape[:2], size, f, size, f, -1).mean(axis=(3, 5))
-      x = x + s
+      x = x + self.semantic_roi_features(ctx.semantic, ctx.semantic_stride,
+                                         rois, size, canvas_hw)
     if ctx.global_context is not None:
       x = x + ctx.global_context[:, None, None, None, :].astype(x.dtype)
     return x.reshape(-1, *x.shape[2:])
+
+  def semantic_roi_features(self, semantic, stride, rois, size, canvas_hw):
+    """mmdet's semantic RoI feature: RoIAlign at mask_roi_size, average-
+    pooled down to `size` -> [B, K, size, size, C]. With a fixed sampling
+    ratio r the pooled f x f bins are one bin of f * r samples per axis at
+    the same points, so that is computed directly (4x fewer bins at 14 ->
+    7); the adaptive rule's counts do not split that way."""
+    f = self.mask_roi_size // size
+    if f > 1 and self.sampling_ratio > 0:
+      return ops.roi_align(semantic, rois, size, 1.0 / stride,
+                           self.sampling_ratio * f, self.aligned,
+                           roi_grad=self.roi_box_grad, canvas_hw=canvas_hw)
+    s = ops.roi_align(semantic, rois, self.mask_roi_size, 1.0 / stride,
+                      self.sampling_ratio, self.aligned,
+                      roi_grad=self.roi_box_grad, canvas_hw=canvas_hw)
+    if f > 1:  # adaptive_avg_pool2d 14 -> 7
+      s = s.reshape(*s.shape[:2], size, f, size, f, -1).mean(axis=(3, 5))
+    return s
 
   def box_forward(self, stage, feats, rois, ctx):
     """rois [B, K, 4] -> (cls [B, K, C + 1], deltas [B, K, 4 | C, 4],
