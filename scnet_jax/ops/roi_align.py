@@ -434,8 +434,10 @@ def _roi_align_dense(features, rois, extent, spatial_scale, output_size,
                         grid[:, None, None], n).astype(features.dtype)
   ay = axis(y1, rh, oh, extent[0], h)
   ax = axis(x1, rw, ow, extent[1], w)
-  cols = jnp.einsum("kjw,hwc->kjhc", ax, features)
-  return jnp.einsum("kih,kjhc->kijc", ay, cols)
+  # Rows first on [H, C, W]: both products then need no copy of the
+  # K-times larger intermediate [K, oh, C, W], only of the output.
+  rows = jnp.einsum("kih,hcw->kicw", ay, jnp.swapaxes(features, 1, 2))
+  return jnp.einsum("kicw,kjw->kijc", rows, ax)
 
 
 def roi_align(features, rois, output_size, spatial_scale, sampling_ratio,
