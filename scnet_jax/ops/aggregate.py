@@ -67,13 +67,20 @@ def _shifted(x, k):
           for dx in range(k)]
 
 
+def _columns(x, k):
+  """x [N, C, h, w] -> [N, C * k * k, h * w]: its 'same'-padded shifts,
+  channel-major then tap (the layout's order of a kernel's C_in, k, k)."""
+  n, c, h, w = x.shape
+  return jnp.stack(_shifted(x, k), 2).reshape(n, c * k * k, h * w)
+
+
 def _correlate(x, kernel):
   """x [N, C, h, w], kernel [N, O, C, k, k] -> [N, O, h, w]: each map
   correlated ('same', zero padding) with its own kernel, written as the
   sum of its O * C * k * k scaled shifts. XLA fuses that into one pass
   over x; as batched matrix products of 4-5 channels (one per tap) the
   same sum ran 10x slower on a CPU."""
-  n, o, c, k, _ = kernel.shape
+  _, o, c, k, _ = kernel.shape
   taps = _shifted(x, k)
   outs = []
   for j in range(o):
@@ -102,10 +109,9 @@ def _cell_correlate_fwd(x, kernel):
 
 def _cell_correlate_bwd(res, dy):
   x, kernel = res
-  n, o, c, k, _ = kernel.shape
+  n, o, _, k, _ = kernel.shape
   dx = _correlate(dy, jnp.flip(jnp.swapaxes(kernel, 1, 2), (3, 4)))
-  cols = jnp.stack(_shifted(x, k), 2).reshape(n, c * k * k, -1)
-  dk = jnp.einsum("nqp,nop->nqo", cols, dy.reshape(n, o, -1))
+  dk = jnp.einsum("nqp,nop->nqo", _columns(x, k), dy.reshape(n, o, -1))
   return dx, jnp.moveaxis(dk, 2, 1).reshape(kernel.shape)
 
 
@@ -147,10 +153,9 @@ def aggregate(x, weights, shapes, inside=None, shared=None):
     y = cell_correlate(x, kernel[:, :, :x.shape[1]])
     y = y + bias.reshape(b * n, cout, 1, 1)
     if i == 0 and shared is not None:
-      cols = jnp.stack(_shifted(jnp.moveaxis(shared, -1, 1), k), 2)
+      cols = _columns(jnp.moveaxis(shared, -1, 1), k)
       ks = kernel[:, :, cx:].reshape(b, n * cout, -1)
-      y = y + jnp.einsum("bqp,bmq->bmp", cols.reshape(b, -1, h * w),
-                         ks).reshape(b * n, cout, h, w)
+      y = y + jnp.einsum("bqp,bmq->bmp", cols, ks).reshape(b * n, cout, h, w)
     x = jnp.maximum(y, 0.0) if i < len(shapes) - 1 else y
     if keep is not None:
       x = jnp.where(keep, x, 0.0)
