@@ -101,6 +101,23 @@ def test_mask_interpolation_trains_and_predicts():
   assert out.masks.shape == (2, 20, 32, 32)
 
 
+def test_per_level_positive_caps_leave_out_only_what_exceeds_them():
+  """Caps at or above every level's positive count give the exact cap's
+  losses; a cap of 1 at the busiest level changes only the mask loss."""
+  exact_losses, params, _ = helpers.losses_fn(_config(max_positives=(0,) * 5))
+  exact = jax.jit(exact_losses)(params)
+  # The two training images of _config hold at most 6 objects: 54 cells.
+  roomy = jax.jit(helpers.losses_fn(
+      _config(max_positives=(54, 54, 54, 36, 16)))[0])(params)
+  for name in exact:
+    np.testing.assert_allclose(roomy[name], exact[name], rtol=1e-6)
+  tight = jax.jit(helpers.losses_fn(
+      _config(max_positives=(54, 1, 54, 36, 16)))[0])(params)
+  np.testing.assert_allclose(tight["loss_cls"], exact["loss_cls"],
+                             rtol=1e-6)
+  assert abs(float(tight["loss_mask"]) - float(exact["loss_mask"])) > 1e-4
+
+
 def test_parameter_counts_by_hand():
   """The R-50 head: SOLO's (mmdet's 36,301,232 in all) plus the weight
   generator (3x3 conv 256 -> 945 with bias) and the context branch (1x1
@@ -131,6 +148,8 @@ def test_parameter_counts_by_hand():
     ("mask_grids", (12, 5, 4, 3, 2), "every level"),
     ("mask_grids", (13, 10, 8, 6, 4), "at most the category grid"),
     ("mask_activation", "tanh", "mask_activation: one of"),
+    ("max_positives", (24, 24), "one per level"),
+    ("max_positives", (24, 24, 24, 24, -1), "one per level"),
 ])
 def test_refused_combinations(field, value, words):
   c = _config()

@@ -18,7 +18,7 @@ branch predicts S_m^2 < S_c^2 masks and each category cell aggregates the
 cross around it (ops.aggregate.neighbour_cells).
 
 Static shapes: in training every positive slot of SOLO's loss (cap per
-image and level, `max_positives` to lower it) is aggregated; at test the
+image and level, SOLOHead's `max_positives` to lower it) is aggregated; at test the
 `test.max_cells` best cells of each level (by their best class score
 after point NMS) are: exact whenever no more cells per level pass
 `test.score_thr`, as the authors aggregate every such cell.
@@ -80,16 +80,13 @@ class CellConv(nn.Module):
 class AggMaskHead(SOLOHead, kw_only=True):
   """SOLOHead's fields, plus: mask_grids (one per level, each <= the
   category grid; empty: equal to num_grids), agg_layers / agg_channels /
-  agg_kernel (the generated CNN), context_channels, max_positives (> 0:
-  at most that many positive cells per image and level get an aggregated
-  mask in training; 0: SOLO's exact cap). The test section adds
+  agg_kernel (the generated CNN), context_channels. The test section adds
   max_cells."""
   mask_grids: Sequence[int] = ()
   agg_layers: int = 3
   agg_channels: int = 4
   agg_kernel: int = 3
   context_channels: int = 16
-  max_positives: int = 0
   # False: the authors' aggregation, generator at PyTorch's default init
   # (they start from an ImageNet backbone). True: a cell's mask is its own
   # (the mean of the 4 around it with mask interpolation) plus the
@@ -207,10 +204,6 @@ class AggMaskHead(SOLOHead, kw_only=True):
     out = super().__call__(feats, canvas)
     out["context"], out["context_extent"] = self.context(feats, canvas)
     return out
-
-  def positive_cap(self, level, num_gt):
-    cap = super().positive_cap(level, num_gt)
-    return min(cap, self.max_positives) if self.max_positives > 0 else cap
 
   def generated_weights(self, out, level, cells):
     """[B, K, P] float32: tanh of the generator at cells [B, K] of the

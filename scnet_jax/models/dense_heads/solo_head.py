@@ -55,10 +55,12 @@ def coordinates(inside_hw, map_hw):
 class SOLOHead(nn.Module, kw_only=True):
   """Fields as mmdet's SOLOHead (stacked_convs, strides, scale_ranges
   (min, max) of sqrt(box area), num_grids, pos_scale); the loss weights
-  and focal parameters; test: the model's test section (score_thr,
-  mask_thr, filter_thr, nms_pre, max_per_img, kernel, sigma). Injected
-  by the detector: num_classes, channels (the neck's), dtype,
-  axis_name."""
+  and focal parameters; max_positives (> 0: at most that many positive
+  cells per image and level enter the mask loss; 0: every one, mmdet's
+  SOLO; a sequence: one such cap per level); test: the model's test
+  section (score_thr, mask_thr, filter_thr, nms_pre, max_per_img, kernel,
+  sigma). Injected by the detector: num_classes, channels (the neck's),
+  dtype, axis_name."""
   num_classes: int
   channels: int
   test: Any
@@ -74,6 +76,11 @@ class SOLOHead(nn.Module, kw_only=True):
   focal_alpha: float = 0.25
   loss_cls_weight: float = 1.0
   loss_mask_weight: float = 3.0
+  # The mask loss's cost grows with these slots, filled or not, times the
+  # level's map size (AggMask's aggregation most of all): per-level caps
+  # let the levels where the positives lie keep theirs without paying
+  # the same at the others.
+  max_positives: int | Sequence[int] = 0
   dtype: Any = jnp.float32
   axis_name: Optional[str] = None
 
@@ -84,6 +91,10 @@ class SOLOHead(nn.Module, kw_only=True):
       if field in cfg and len(cfg[field]) != n:
         raise ConfigError(f"model.mask_head.{field}: one per level, "
                           f"{n} as num_grids; got {len(cfg[field])}")
+    caps = cfg.get("max_positives", 0)
+    if not isinstance(caps, int) and (len(caps) != n or min(caps) < 0):
+      raise ConfigError(f"model.mask_head.max_positives: one cap >= 0, or "
+                        f"one per level ({n}); got {tuple(caps)}")
     if cfg.get("feat_channels", 256) % cfg.get("num_groups", 32):
       raise ConfigError("model.mask_head.feat_channels: a multiple of "
                         "num_groups (GroupNorm)")
@@ -165,9 +176,15 @@ class SOLOHead(nn.Module, kw_only=True):
 
   def positive_cap(self, level, num_gt):
     """Static number of positive slots per image at `level`: each ground
-    truth claims at most 3 x 3 cells, so the cap is exact."""
+    truth claims at most 3 x 3 cells, so without max_positives the cap is
+    exact; with it, the positives past it (in raster order) are left out
+    of the mask loss."""
     s = self.num_grids[level]
-    return min(s * s, 9 * num_gt)
+    cap = min(s * s, 9 * num_gt)
+    limit = self.max_positives
+    if not isinstance(limit, int):
+      limit = limit[level]
+    return min(cap, limit) if limit > 0 else cap
 
   def cell_mask_logits(self, out, level, cells):
     """Mask logits of category cells `cells` [B, K] int32 (i * S + j) ->
