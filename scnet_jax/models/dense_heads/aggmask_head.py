@@ -18,10 +18,10 @@ branch predicts S_m^2 < S_c^2 masks and each category cell aggregates the
 cross around it (ops.aggregate.neighbour_cells).
 
 Static shapes: in training every positive slot of SOLO's loss (cap per
-image and level, SOLOHead's `max_positives` to lower it) is aggregated; at test the
-`test.max_cells` best cells of each level (by their best class score
-after point NMS) are: exact whenever no more cells per level pass
-`test.score_thr`, as the authors aggregate every such cell.
+image and level, SOLOHead's `max_positives` to lower it) is aggregated;
+at test the `test.max_cells` best cells of each level (by their best
+class score after point NMS) are: exact whenever no more cells per level
+pass `test.score_thr`, as the authors aggregate every such cell.
 """
 from typing import Any, Sequence
 

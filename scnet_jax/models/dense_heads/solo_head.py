@@ -92,7 +92,9 @@ class SOLOHead(nn.Module, kw_only=True):
         raise ConfigError(f"model.mask_head.{field}: one per level, "
                           f"{n} as num_grids; got {len(cfg[field])}")
     caps = cfg.get("max_positives", 0)
-    if not isinstance(caps, int) and (len(caps) != n or min(caps) < 0):
+    if isinstance(caps, int):
+      caps = (caps,) * n
+    if len(caps) != n or min(caps) < 0:
       raise ConfigError(f"model.mask_head.max_positives: one cap >= 0, or "
                         f"one per level ({n}); got {tuple(caps)}")
     if cfg.get("feat_channels", 256) % cfg.get("num_groups", 32):
