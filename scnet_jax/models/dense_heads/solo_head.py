@@ -55,9 +55,9 @@ def coordinates(inside_hw, map_hw):
 class SOLOHead(nn.Module, kw_only=True):
   """Fields as mmdet's SOLOHead (stacked_convs, strides, scale_ranges
   (min, max) of sqrt(box area), num_grids, pos_scale); the loss weights
-  and focal parameters; max_positives (> 0: at most that many positive
-  cells per image and level enter the mask loss; 0: every one, mmdet's
-  SOLO; a sequence: one such cap per level); test: the model's test
+  and focal parameters; max_positives (one per level, > 0: at most that
+  many positive cells per image enter the level's mask loss; 0, or the
+  sequence empty: every one, mmdet's SOLO); test: the model's test
   section (score_thr, mask_thr, filter_thr, nms_pre, max_per_img, kernel,
   sigma). Injected by the detector: num_classes, channels (the neck's),
   dtype, axis_name."""
@@ -80,7 +80,7 @@ class SOLOHead(nn.Module, kw_only=True):
   # level's map size (AggMask's aggregation most of all): per-level caps
   # let the levels where the positives lie keep theirs without paying
   # the same at the others.
-  max_positives: int | Sequence[int] = 0
+  max_positives: Sequence[int] = ()
   dtype: Any = jnp.float32
   axis_name: Optional[str] = None
 
@@ -91,12 +91,10 @@ class SOLOHead(nn.Module, kw_only=True):
       if field in cfg and len(cfg[field]) != n:
         raise ConfigError(f"model.mask_head.{field}: one per level, "
                           f"{n} as num_grids; got {len(cfg[field])}")
-    caps = cfg.get("max_positives", 0)
-    if isinstance(caps, int):
-      caps = (caps,) * n
-    if len(caps) != n or min(caps) < 0:
-      raise ConfigError(f"model.mask_head.max_positives: one cap >= 0, or "
-                        f"one per level ({n}); got {tuple(caps)}")
+    caps = cfg.get("max_positives", ())
+    if caps and (len(caps) != n or min(caps) < 0):
+      raise ConfigError(f"model.mask_head.max_positives: one per level "
+                        f"({n}), each >= 0, or none; got {tuple(caps)}")
     if cfg.get("feat_channels", 256) % cfg.get("num_groups", 32):
       raise ConfigError("model.mask_head.feat_channels: a multiple of "
                         "num_groups (GroupNorm)")
@@ -183,9 +181,7 @@ class SOLOHead(nn.Module, kw_only=True):
     of the mask loss."""
     s = self.num_grids[level]
     cap = min(s * s, 9 * num_gt)
-    limit = self.max_positives
-    if not isinstance(limit, int):
-      limit = limit[level]
+    limit = self.max_positives[level] if self.max_positives else 0
     return min(cap, limit) if limit > 0 else cap
 
   def cell_mask_logits(self, out, level, cells):
