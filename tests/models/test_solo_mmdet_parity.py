@@ -3,17 +3,21 @@ random well-conditioned weights) on one real photograph (skimage's
 astronaut at 320 x 320) padded into a larger bucket: mask logits and
 category logits of every level on the canvas (relative 1e-3), and the
 final detections after Matrix NMS (same label, score within 1e-3, mask
-IoU > 0.95 in the image)."""
+IoU > 0.95 in the image); and the head at other strides than mmdet's
+(`mask_head.strides`, P2 kept at its own stride 4) against mmdet's head
+with its resize of P2 left out."""
 import functools
 import os
 
 import jax
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from scnet_jax import config_lib
 from scnet_jax.convert.core import convert_state_dict
+from scnet_jax.errors import ConfigError
 from scnet_jax.models import build_model
 from scnet_jax.ops.paste import paste_image_masks
 from scnet_jax.training.state import init_variables
@@ -111,13 +115,16 @@ def reference():
     h.remove()
   state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
   masks = [seen[i] for i in range(5)]
-  return image, state, masks, cls_out, result.pred_instances
+  return (image, state, masks, cls_out, result.pred_instances, model,
+          data["inputs"])
 
 
-@functools.lru_cache(maxsize=1)
-def ours():
+@functools.lru_cache(maxsize=2)
+def ours(strides=None):
   image, state, *_ = reference()
   config = config_lib.get_base("solo")
+  if strides is not None:
+    config.model.mask_head.strides = strides
   model = build_model(config)
   params, stats = init_variables(model, config, 0)
   variables, _ = convert_state_dict(state, "mmdet",
@@ -136,7 +143,7 @@ def _rel(a, b):
 
 
 def test_level_logits_equal_mmdet():
-  _, _, masks, cls, _ = reference()
+  _, _, masks, cls, *_ = reference()
   _, inter = ours()
   for level in range(5):
     want = masks[level][0].transpose(1, 2, 0)
@@ -149,7 +156,7 @@ def test_level_logits_equal_mmdet():
 
 
 def test_detections_equal_mmdet():
-  *_, inst = reference()
+  inst = reference()[4]
   dets, _ = ours()
   n = int(dets.num_detections[0])
   want_scores = inst.scores.numpy()
@@ -166,3 +173,41 @@ def test_detections_equal_mmdet():
             if want_labels[j] == labels[i] and
             abs(want_scores[j] - scores[i]) < 1e-3]
     assert ious and max(ious) > 0.95, (i, ious)
+
+
+def test_head_at_p2_stride_equals_mmdet_without_its_resize():
+  """strides (4, 8, 16, 32, 32): level 0 reads P2 as it is (mask logits at
+  stride 2); mmdet's head computes the same once its P2 halving is
+  skipped (the reference's other levels are its own resize_feats')."""
+  *_, model, inputs = reference()
+  head = model.mask_head
+  resize = head.resize_feats
+  head.resize_feats = lambda x: [x[0]] + list(resize(x)[1:])
+  # Training mode: the logits (at test mmdet's forward returns sigmoids
+  # resized onto level 0); the head's GroupNorms keep no statistics.
+  head.train()
+  try:
+    with torch.no_grad():
+      masks, cls = head(model.neck(model.backbone(inputs)))
+  finally:
+    del head.resize_feats
+    head.eval()
+  _, inter = ours((4, 8, 16, 32, 32))
+  for level in range(5):
+    want = masks[level][0].numpy().transpose(1, 2, 0)
+    got = np.asarray(inter["mask_logits"][0][level][0])
+    h, w = want.shape[:2]
+    assert _rel(got[:h, :w], want) < 1e-3, level
+    assert _rel(np.asarray(inter["cls_logits"][0][level][0]),
+                cls[level][0].numpy().transpose(1, 2, 0)) < 1e-3, level
+  # Level 0 at stride 2: twice mmdet's 1x mask map.
+  assert inter["mask_logits"][0][0].shape[1] == BUCKET[0] // 2
+
+
+@pytest.mark.parametrize("strides", [(2, 8, 16, 32, 32),
+                                     (8, 8, 16, 32, 16)])
+def test_strides_far_from_the_levels_are_refused(strides):
+  config = config_lib.get_base("solo")
+  config.model.mask_head.strides = strides
+  with pytest.raises(ConfigError, match=r"model.mask_head.strides\["):
+    build_model(config)

@@ -1,7 +1,8 @@
 """SOLO's head (Wang et al. 2020; mmdet 3.3 `SOLOHead`): per FPN level an
 S x S category grid and S^2 image-level masks, one per grid cell.
 
-    P2..P6 -> resized to strides 8, 8, 16, 32, 32 (P2 halved, P6 to P5)
+    P2..P6 -> resized to strides 8, 8, 16, 32, 32 (P2 halved, P6 to P5;
+      `strides` may keep a level at its own, e.g. P2 at 4 for small images)
       mask tower: + CoordConv (x, y in [-1, 1] over the canvas), 7 x
         (3x3 conv, GN 32, ReLU), x2 bilinear, 1x1 conv to S^2 channels
       category tower: bilinear to S x S, 7 x (3x3 conv, GN, ReLU), 3x3
@@ -11,8 +12,8 @@ on every cell / (positives + 1), Dice loss on each positive cell's mask
 at the level's mask resolution / positives. Inference (static shapes):
 2x2 point NMS on the category grid, score > score_thr, masks > mask_thr
 with more pixels than the level's stride, score x mean mask probability,
-top nms_pre, Matrix NMS, top max_per_img; masks at stride 4 over the
-canvas (structures.IMAGE_MASKS).
+top nms_pre, Matrix NMS, top max_per_img; masks at level 0's mask stride
+(4; 2 with P2 kept) over the canvas (structures.IMAGE_MASKS).
 
 Maps are NHWC; each image's canvas (structures.Canvas) is the region
 mmdet computes on, and every spatial op reads only that region.
@@ -53,7 +54,8 @@ def coordinates(inside_hw, map_hw):
 
 
 class SOLOHead(nn.Module, kw_only=True):
-  """Fields as mmdet's SOLOHead (stacked_convs, strides, scale_ranges
+  """Fields as mmdet's SOLOHead (stacked_convs, strides (each level's
+  input stride: P(l+2)'s own 4 * 2^l, twice it or half it), scale_ranges
   (min, max) of sqrt(box area), num_grids, pos_scale); the loss weights
   and focal parameters; max_positives (one per level, > 0: at most that
   many positive cells per image enter the level's mask loss; 0, or the
@@ -91,6 +93,12 @@ class SOLOHead(nn.Module, kw_only=True):
       if field in cfg and len(cfg[field]) != n:
         raise ConfigError(f"model.mask_head.{field}: one per level, "
                           f"{n} as num_grids; got {len(cfg[field])}")
+    for level, stride in enumerate(cfg.get("strides", ())):
+      own = 4 * 2 ** level
+      if stride not in (own, 2 * own) and not (level and 2 * stride == own):
+        raise ConfigError(
+            f"model.mask_head.strides[{level}]: P{level + 2}'s own stride "
+            f"{own}, twice it, or half it (not at P2); got {stride}")
     caps = cfg.get("max_positives", ())
     if caps and (len(caps) != n or min(caps) < 0):
       raise ConfigError(f"model.mask_head.max_positives: one per level "
@@ -129,17 +137,19 @@ class SOLOHead(nn.Module, kw_only=True):
                          name="conv_cls")
 
   def head_inputs(self, feats, canvas):
-    """The pyramid at the head's strides: P2 halved, P6 resized to P5
-    (bilinear, half-pixel) -> list of ([B, h, w, C], [B, 2] extents)."""
+    """The pyramid at the head's strides: level l (P(l+2), stride 4 * 2^l)
+    is halved when strides[l] is twice its own (mmdet: P2 to 8), resized
+    onto the level below when half (P6 to P5's 32), bilinear, half-pixel
+    -> list of ([B, h, w, C], [B, 2] extents)."""
     out = []
-    last = len(feats) - 1
     extents = level_extents(feats, canvas)
     for i, (x, ext) in enumerate(zip(feats, extents)):
-      if i == 0:
+      own = 4 * 2 ** i
+      if self.strides[i] == 2 * own:
         hw = (x.shape[1] // 2, x.shape[2] // 2)
         x, ext = ops.resize_bilinear_half_pixel(x, hw, ext, ext // 2), \
             ext // 2
-      elif i == last:
+      elif self.strides[i] * 2 == own:
         hw = feats[i - 1].shape[1:3]
         x, ext = ops.resize_bilinear_half_pixel(x, hw, ext, extents[i - 1]), \
             extents[i - 1]
@@ -264,8 +274,9 @@ class SOLOHead(nn.Module, kw_only=True):
     return ops.resize_bilinear_half_pixel(p, out_hw, ext, out_ext)
 
   def predict(self, feats, canvas, image_hw):
-    """Detections with image-level masks at stride 4 over the canvas;
-    boxes are the masks' bounding boxes (mmdet's SOLO returns none)."""
+    """Detections with image-level masks at level 0's mask stride over the
+    canvas; boxes are the masks' bounding boxes (mmdet's SOLO returns
+    none)."""
     out = self(feats, canvas)
     self.sow("intermediates", "mask_logits", tuple(out["mask_logits"]))
     self.sow("intermediates", "cls_logits", tuple(out["cls_logits"]))
