@@ -200,7 +200,7 @@ def test_head_at_p2_stride_equals_mmdet_without_its_resize():
     assert _rel(got[:h, :w], want) < 1e-3, level
     assert _rel(np.asarray(inter["cls_logits"][0][level][0]),
                 cls[level][0].numpy().transpose(1, 2, 0)) < 1e-3, level
-  # Level 0 at stride 2: twice mmdet's 1x mask map.
+  # Level 0's mask map at stride 2: twice the resolution of mmdet's.
   assert inter["mask_logits"][0][0].shape[1] == BUCKET[0] // 2
 
 

@@ -94,7 +94,7 @@ class SOLOHead(nn.Module, kw_only=True):
         raise ConfigError(f"model.mask_head.{field}: one per level, "
                           f"{n} as num_grids; got {len(cfg[field])}")
     for level, stride in enumerate(cfg.get("strides", ())):
-      own = 4 * 2 ** level
+      own = pyramid_stride(level)
       if stride not in (own, 2 * own) and not (level and 2 * stride == own):
         raise ConfigError(
             f"model.mask_head.strides[{level}]: P{level + 2}'s own stride "
@@ -144,7 +144,7 @@ class SOLOHead(nn.Module, kw_only=True):
     out = []
     extents = level_extents(feats, canvas)
     for i, (x, ext) in enumerate(zip(feats, extents)):
-      own = 4 * 2 ** i
+      own = pyramid_stride(i)
       if self.strides[i] == 2 * own:
         hw = (x.shape[1] // 2, x.shape[2] // 2)
         x, ext = ops.resize_bilinear_half_pixel(x, hw, ext, ext // 2), \
@@ -313,6 +313,12 @@ class SOLOHead(nn.Module, kw_only=True):
                       num_detections=jnp.sum(valid, 1).astype(jnp.int32),
                       masks=det_masks, mask_kind=IMAGE_MASKS,
                       mask_stride=stride)
+
+
+def pyramid_stride(level):
+  """Stride of the neck's level `level` (P2..P6: 4..64), the one the head's
+  `strides` resize from."""
+  return 4 * 2 ** level
 
 
 def level_extents(feats, canvas):
