@@ -425,7 +425,8 @@ def get_base(system):
   c.global_batch = 16
   c.base_lr = 0.02
   c.base_batch = 16           # lr scales linearly with global_batch
-  c.momentum = 0.9
+  c.optimizer = "sgd"         # "sgd" or "adamw" (training/optim.py)
+  c.momentum = 0.9            # sgd only
   c.weight_decay = 1e-4
   c.grad_clip_norm = 0.0      # > 0: clip gradients by global norm
   c.warmup_steps = 500

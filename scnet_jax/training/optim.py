@@ -1,7 +1,11 @@
-"""The optimiser mmdetection trains these models with, in optax.
+"""The optimisers, in optax: mmdetection's SGD for every COCO config, and
+AdamW (mmdet's `optim_wrapper=dict(optimizer=dict(type='AdamW'))`) for
+models that learn faster with it from scratch.
 
 SGD (momentum 0.9, PyTorch semantics: L2 weight decay added to the
-gradient before momentum), lr = base_lr * global_batch / base_batch,
+gradient before momentum); AdamW (betas 0.9, 0.999, eps 1e-8, weight
+decay decoupled: lr x weight_decay x param, as torch.optim.AdamW);
+either at lr = base_lr * global_batch / base_batch,
 linear warm-up from warmup_ratio over warmup_steps (mmdet 2.x formula),
 x0.1 at the schedule's decay epochs. Frozen parameters (the stem and the
 first `frozen_stages` stages) get no update, not even weight decay.
@@ -13,6 +17,10 @@ import re
 import flax
 import jax.numpy as jnp
 import optax
+
+from scnet_jax.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adamw")
 
 
 def scaled_lr(config):
@@ -53,13 +61,23 @@ def frozen_labels(params, frozen_stages):
   return flax.traverse_util.unflatten_dict(labels, sep="/")
 
 
+def check_config(config):
+  if config.optimizer not in OPTIMIZERS:
+    raise ConfigError(f"optimizer: one of {OPTIMIZERS}, got "
+                      f"{config.optimizer!r}")
+
+
 def make_optimizer(config, params, total_steps):
+  check_config(config)
   clip = [optax.clip_by_global_norm(config.grad_clip_norm)] \
       if config.grad_clip_norm > 0 else []
-  sgd = optax.chain(
-      *clip,
-      optax.add_decayed_weights(config.weight_decay),
-      optax.sgd(lr_schedule(config, total_steps), momentum=config.momentum))
+  lr = lr_schedule(config, total_steps)
+  if config.optimizer == "adamw":
+    update = optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8,
+                         weight_decay=config.weight_decay)
+  else:
+    update = optax.chain(optax.add_decayed_weights(config.weight_decay),
+                         optax.sgd(lr, momentum=config.momentum))
   return optax.multi_transform(
-      {"trained": sgd, "frozen": optax.set_to_zero()},
+      {"trained": optax.chain(*clip, update), "frozen": optax.set_to_zero()},
       frozen_labels(params, config.model.backbone.frozen_stages))
