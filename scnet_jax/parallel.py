@@ -8,6 +8,7 @@ devices hold rows [p * B / P, (p + 1) * B / P) of a global batch B, the
 rows the loader gives it. Call `initialize_distributed` before anything
 else touches JAX.
 """
+import collections
 import json
 import os
 
@@ -169,8 +170,18 @@ def gather_json(obj):
           zip(every, np.ravel(sizes))]
 
 
-def sync(name):
-  """Waits until every process reaches the point `name`."""
+_BARRIERS = collections.Counter()
+
+
+def sync(name, timeout_s=1800):
+  """Waits until every process reaches the point `name` (at most
+  timeout_s). A barrier of JAX's coordination service, not a device
+  collective (multihost_utils.sync_global_devices): the first collective
+  opens gloo's context, whose rendezvous gives up after 30 s, and process
+  0 alone may spend longer than that generating the shapes dataset while
+  the others wait here."""
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)
+    from jax._src import distributed
+    _BARRIERS[name] += 1   # a barrier's id serves once
+    distributed.global_state.client.wait_at_barrier(
+        f"{name}/{_BARRIERS[name]}", timeout_in_ms=timeout_s * 1000)

@@ -131,3 +131,31 @@ def test_eval_on_two_processes_equals_one(single, tmp_path):
   assert len(r1) == len(r2) > 0
   assert [r["image_id"] for r in sorted(r1, key=key)] == \
       [r["image_id"] for r in sorted(r2, key=key)]
+
+
+# Process 0 works LATE_S seconds before the barrier, then both gather.
+LATE = """
+import sys, time
+from scnet_jax.parallel import initialize_distributed, sync
+initialize_distributed()
+import jax
+from jax.experimental import multihost_utils
+if jax.process_index() == 0:
+  time.sleep(float(sys.argv[1]))
+sync("late")
+print("gathered", multihost_utils.process_allgather(
+    jax.numpy.int32(jax.process_index())).tolist())
+"""
+LATE_S = 40
+
+
+def test_sync_outwaits_gloos_rendezvous_deadline(tmp_path):
+  """parallel.sync holds the others while process 0 works past the 30 s
+  in which gloo's first collective gives up on a missing peer (as when
+  process 0 alone generates the shapes dataset), and the collective after
+  it runs. Through a device collective (multihost_utils'
+  sync_global_devices) this fails: 'Gloo context initialization failed:
+  DEADLINE_EXCEEDED: GetKeyValue() timed out'."""
+  logs = wait(start(["-c", LATE, str(LATE_S)], 2, 1, str(tmp_path)),
+              str(tmp_path), timeout=LATE_S + 120)
+  assert all("gathered [0, 1]" in log for log in logs), logs
