@@ -2,8 +2,8 @@
 
   python train.py --config configs/solo_tiny_shapes.py \
       --workdir runs/solo_tiny
-0.475 segm / 0.414 bbox AP on the 200 validation images in 14 min on a
-2-core CPU (2026-12-03, one seed).
+0.509 segm / 0.463 bbox AP on the 200 validation images in 17 min 41 s
+on a 2-core CPU (AdamW, 3300 steps; 2026-12-06, one seed).
 """
 from scnet_jax import config_lib
 
