@@ -11,12 +11,14 @@ from scnet_jax.errors import ConfigError
 from scnet_jax.training import optim
 
 STEPS = 5
+LR = 0.05
+CLIP = 1.5
 
 
 def _config(optimizer, weight_decay):
   c = config_lib.get_base("mask_rcnn")
-  c.update(optimizer=optimizer, base_lr=0.05, global_batch=8, base_batch=8,
-           weight_decay=weight_decay, grad_clip_norm=1.5, warmup_steps=0,
+  c.update(optimizer=optimizer, base_lr=LR, global_batch=8, base_batch=8,
+           weight_decay=weight_decay, grad_clip_norm=CLIP, warmup_steps=0,
            lr_decay_epochs=())
   c.model.backbone.frozen_stages = 1
   return c
@@ -27,16 +29,16 @@ def _torch_run(optimizer, weight_decay, params, grads, frozen):
              params.items()}
   trained = [t for k, t in tensors.items() if k not in frozen]
   if optimizer == "sgd":
-    opt = torch.optim.SGD(trained, lr=0.05, momentum=0.9,
+    opt = torch.optim.SGD(trained, lr=LR, momentum=0.9,
                           weight_decay=weight_decay)
   else:
-    opt = torch.optim.AdamW(trained, lr=0.05, betas=(0.9, 0.999), eps=1e-8,
+    opt = torch.optim.AdamW(trained, lr=LR, betas=(0.9, 0.999), eps=1e-8,
                             weight_decay=weight_decay)
   for g in grads:
     for k, t in tensors.items():
       t.grad = torch.tensor(g[k])
     # mmdet's grad_clip: the norm over the parameters the optimiser holds.
-    torch.nn.utils.clip_grad_norm_(trained, 1.5)
+    torch.nn.utils.clip_grad_norm_(trained, CLIP)
     opt.step()
   return {k: t.detach().numpy() for k, t in tensors.items()}
 
