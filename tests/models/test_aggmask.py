@@ -118,6 +118,27 @@ def test_per_level_positive_caps_leave_out_only_what_exceeds_them():
   assert abs(float(tight["loss_mask"]) - float(exact["loss_mask"])) > 1e-4
 
 
+def test_a_cap_draws_which_positives_at_random():
+  """Over a cap an image's mask-loss slots are a uniform draw from its
+  positives, a new one per key; with room for all, every positive in
+  raster order."""
+  positive = np.zeros((1, 36), bool)
+  cells = [3, 8, 14, 20, 33]
+  positive[0, cells] = True
+  head = SOLOHead(num_classes=4, channels=8, test=None, num_grids=(6,),
+                  strides=(8,), scale_ranges=((1, 64),), max_positives=(3,))
+  draw = jax.jit(lambda k: head.positive_slots(0, positive, 2, k[None]))
+  picks = np.stack([np.asarray(draw(jax.random.PRNGKey(i)))[0]
+                    for i in range(400)])
+  assert all(len(set(p)) == 3 and set(p) <= set(cells) for p in picks)
+  freq = np.array([np.mean(np.any(picks == c, 1)) for c in cells])
+  # 3 of 5: each positive in 60 % of the draws (binomial sd 2.4 %).
+  np.testing.assert_allclose(freq, 0.6, atol=0.1)
+  roomy = head.clone(max_positives=(0,))
+  np.testing.assert_array_equal(
+      roomy.positive_slots(0, positive, 2, None)[0, :5], cells)
+
+
 def test_parameter_counts_by_hand():
   """The R-50 head: SOLO's (mmdet's 36,301,232 in all) plus the weight
   generator (3x3 conv 256 -> 945 with bias) and the context branch (1x1

@@ -29,7 +29,7 @@ from scnet_jax import ops
 from scnet_jax.errors import ConfigError
 from scnet_jax.models.layers import Conv, ConvGN, normal
 from scnet_jax.models.losses import dice, normalizer, sigmoid_focal
-from scnet_jax.models.structures import IMAGE_MASKS, Detections
+from scnet_jax.models.structures import IMAGE_MASKS, Detections, keys_for
 from scnet_jax.ops.matrix_nms import KERNELS, matrix_nms
 from scnet_jax.ops.solo_targets import (center_of_mass, level_targets,
                                         rescaled_masks)
@@ -187,12 +187,27 @@ class SOLOHead(nn.Module, kw_only=True):
   def positive_cap(self, level, num_gt):
     """Static number of positive slots per image at `level`: each ground
     truth claims at most 3 x 3 cells, so without max_positives the cap is
-    exact; with it, the positives past it (in raster order) are left out
-    of the mask loss."""
+    exact; with it, an image with more positives than that gives the
+    mask loss a random subset of them (positive_slots)."""
     s = self.num_grids[level]
     cap = min(s * s, 9 * num_gt)
     limit = self.max_positives[level] if self.max_positives else 0
     return min(cap, limit) if limit > 0 else cap
+
+  def positive_slots(self, level, positive, num_gt, keys):
+    """positive [B, S^2] bool -> [B, positive_cap] int32 cells, the
+    positives first. When an image has more than the cap, which ones is
+    drawn with its key of `keys` [B], uniformly and fresh each step: the
+    first in raster order would leave out the same objects' cells every
+    time, those lowest in the image."""
+    cap = self.positive_cap(level, num_gt)
+    if cap == min(positive.shape[1], 9 * num_gt):   # room for all
+      (idx,) = jax.vmap(lambda p: jnp.nonzero(p, size=cap, fill_value=0))(
+          positive)
+      return idx
+    draw = jax.vmap(lambda k: jax.random.uniform(k, positive.shape[1:]))(
+        keys)
+    return jax.lax.top_k(jnp.where(positive, draw, -1.0), cap)[1]
 
   def cell_mask_logits(self, out, level, cells):
     """Mask logits of category cells `cells` [B, K] int32 (i * S + j) ->
@@ -202,10 +217,11 @@ class SOLOHead(nn.Module, kw_only=True):
     picked = jnp.take_along_axis(logits, cells[:, None, None, :], axis=-1)
     return jnp.moveaxis(picked, -1, 1)
 
-  def loss(self, feats, canvas, gt):
+  def loss(self, feats, canvas, gt, keys):
     """Named float32 losses: loss_cls (Focal over every cell / (positives
     + 1)), loss_mask (Dice x 3, mean over the positives' masks; every
-    positive has one unless positive_cap leaves some out)."""
+    positive has one unless positive_cap leaves some out). keys: [B]
+    per-image PRNG keys (the positives drawn under a cap)."""
     out = self(feats, canvas)
     com_h, com_w, area = jax.vmap(jax.vmap(center_of_mass))(
         gt.mask_crops, gt.mask_windows)
@@ -224,9 +240,8 @@ class SOLOHead(nn.Module, kw_only=True):
       focal_sum += jnp.sum(sigmoid_focal(cls_logits, onehot,
                                          self.focal_gamma, self.focal_alpha))
       num_pos += jnp.sum(positive)
-      cap = self.positive_cap(level, g)
-      (idx,) = jax.vmap(lambda p: jnp.nonzero(p, size=cap, fill_value=0))(
-          positive)
+      idx = self.positive_slots(level, positive, g, keys_for(keys, level))
+      cap = idx.shape[1]
       used = jnp.arange(cap)[None] < jnp.sum(positive, -1, keepdims=True)
       num_masks += jnp.sum(used)
       pred = self.cell_mask_logits(out, level, idx)

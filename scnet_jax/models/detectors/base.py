@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from scnet_jax import ops
 from scnet_jax.errors import ConfigError
-from scnet_jax.models.structures import Canvas
+from scnet_jax.models.structures import Canvas, image_keys
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -39,6 +39,14 @@ class Detector(nn.Module, kw_only=True):
                               self.cfg.pixel_std)
     canvas = Canvas.of(image_hw, image.shape[1:3])
     return self.backbone(x, canvas), canvas
+
+  def sampling_keys(self, batch):
+    """[B] per-image PRNG keys of the loss's random choices, from the
+    'sample' stream and each image's `index` in the global batch (when
+    the step adds it), so a global batch draws the same however it is
+    split over devices."""
+    index = batch.get("index", jnp.arange(batch["image"].shape[0]))
+    return image_keys(self.make_rng("sample"), index)
 
   def features(self, image, image_hw):
     """-> the neck's levels [B, H_l, W_l, C] (see backbone_features)."""

@@ -56,8 +56,10 @@ class OneStageDetector(Detector):
 
   def loss(self, batch):
     """Named float32 losses (weights applied); the total is their sum."""
+    keys = self.sampling_keys(batch)
     feats, canvas = self.neck_and_canvas(batch["image"], batch["image_hw"])
-    return self.mask_head.loss(feats, canvas, GroundTruth.from_batch(batch))
+    return self.mask_head.loss(feats, canvas, GroundTruth.from_batch(batch),
+                               keys)
 
   def predict(self, batch):
     """Detections in resized-image pixels, masks over the canvas."""

@@ -17,11 +17,10 @@ global batch, may be added for training: sampling keys are derived from
 it, so a global batch samples the same RoIs however it is split.
 """
 import flax.linen as nn
-import jax.numpy as jnp
 
 from scnet_jax.models import registry
 from scnet_jax.models.detectors.base import DTYPES, Detector, check_dtype
-from scnet_jax.models.structures import IMAGE_KEYS, GroundTruth, image_keys
+from scnet_jax.models.structures import IMAGE_KEYS, GroundTruth
 
 
 def part_arguments(cfg, axis_name=None):
@@ -81,8 +80,7 @@ class TwoStageDetector(Detector):
 
   def loss(self, batch):
     """Named float32 losses (weights applied); the total is their sum."""
-    index = batch.get("index", jnp.arange(batch["image"].shape[0]))
-    keys = image_keys(self.make_rng("sample"), index)
+    keys = self.sampling_keys(batch)
     gt = GroundTruth.from_batch(batch)
     image_hw = batch["image_hw"]
     feats, losses = self.neck.loss(
