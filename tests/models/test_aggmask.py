@@ -75,6 +75,47 @@ def test_mask_loss_reaches_the_generator_and_the_context():
   assert helpers.grad_max(grads, "mask_head/conv_cls/") == 0
 
 
+def test_context_equals_the_authors_branch_in_torch():
+  """The context channels against the authors' branch written with
+  torch's ops on the same FPN levels and weights: each level resized to
+  P2 (F.interpolate, bilinear, align corners), concatenated, 1x1 conv,
+  GroupNorm, ReLU, 1x1 conv, ReLU (our first conv runs per level before
+  the resize)."""
+  import torch
+  import torch.nn.functional as F
+  config = _config()
+  model = build_model(config)
+  params, stats = init_variables(model, config, 0)
+  # Random biases and norm affines: the initial zeros would hide them.
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(
+      lambda x: jnp.asarray(rng.normal(0, 0.5, x.shape), x.dtype), params)
+  (batch,) = helpers.train_batches(config, 1)
+  assert (batch["image_hw"] == batch["image"].shape[1:3]).all()
+
+  def run(mdl, batch):
+    feats, canvas = mdl.neck_and_canvas(batch["image"], batch["image_hw"])
+    return feats, mdl.mask_head.context(feats, canvas)[0]
+
+  feats, got = jax.jit(lambda v, b: model.apply(v, b, method=run))(
+      {"params": params, "batch_stats": stats}, batch)
+  p = {k: torch.from_numpy(np.array(v)) for k, v in
+       helpers.flat(params["mask_head"]).items()}
+  t = [torch.from_numpy(np.array(f)).permute(0, 3, 1, 2) for f in feats]
+  x = torch.cat([F.interpolate(f, size=t[0].shape[2:], mode="bilinear",
+                               align_corners=True) for f in t], 1)
+  x = F.conv2d(x, p["context_fusion_0/kernel"].permute(3, 2, 0, 1),
+               p["context_fusion_0/bias"])
+  x = F.relu(F.group_norm(x, config.model.mask_head.num_groups,
+                          p["context_fusion_1/scale"],
+                          p["context_fusion_1/bias"]))
+  x = F.relu(F.conv2d(x, p["context_fusion_3/kernel"].permute(3, 2, 0, 1),
+                      p["context_fusion_3/bias"]))
+  want = x.permute(0, 2, 3, 1).numpy()
+  assert want.std() > 0.1
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-4)
+
+
 def test_generator_grad_scale_scales_its_gradient_only():
   """The forward is unchanged; the generator's gradient scales by the
   factor; the mask branch's does not."""
