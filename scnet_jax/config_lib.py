@@ -435,6 +435,10 @@ def get_base(system):
   c.optimizer = "sgd"         # "sgd" or "adamw" (training/optim.py)
   c.momentum = 0.9            # sgd only
   c.weight_decay = 1e-4
+  # ((key, factor), ...): the learning rate of every parameter whose path
+  # (e.g. "mask_head/learned_weights/kernel") contains `key`, times factor
+  # (the longest key that matches; mmdet's paramwise_cfg custom_keys).
+  c.lr_mults = ()
   c.grad_clip_norm = 0.0      # > 0: clip gradients by global norm
   c.warmup_steps = 500
   c.warmup_ratio = 0.001

@@ -7,14 +7,17 @@ gradient before momentum); AdamW (betas 0.9, 0.999, eps 1e-8, weight
 decay decoupled: lr x weight_decay x param, as torch.optim.AdamW);
 either at lr = base_lr * global_batch / base_batch,
 linear warm-up from warmup_ratio over warmup_steps (mmdet 2.x formula),
-x0.1 at the schedule's decay epochs. Frozen parameters (the stem and the
-first `frozen_stages` stages) get no update, not even weight decay.
+x0.1 at the schedule's decay epochs, times a parameter's factor of
+`lr_mults` (as a torch parameter group's lr: its weight decay scales
+too). Frozen parameters (the stem and the first `frozen_stages` stages)
+get no update, not even weight decay.
 Optional gradient clipping by global norm (mmdet's grad_clip), off in the
 COCO configs as in mmdetection.
 """
 import re
 
 import flax
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -61,6 +64,24 @@ def frozen_labels(params, frozen_stages):
   return flax.traverse_util.unflatten_dict(labels, sep="/")
 
 
+def lr_factors(params, lr_mults):
+  """Per parameter, the factor of the longest key of `lr_mults` ((key,
+  factor) pairs) that its '/'-joined path contains, else 1. A key that
+  names no parameter is refused (ConfigError): a typo would train at the
+  full rate unnoticed."""
+  flat = flax.traverse_util.flatten_dict(params, sep="/")
+  pairs = sorted(((str(k), float(f)) for k, f in lr_mults),
+                 key=lambda kf: -len(kf[0]))
+  for key, factor in pairs:
+    if factor < 0 or not any(key in path for path in flat):
+      raise ConfigError(f"lr_mults: {key!r} -> {factor}: the factor must "
+                        f"be >= 0 and the key part of a parameter's path "
+                        f"(e.g. {next(iter(flat))!r})")
+  factors = {path: next((f for key, f in pairs if key in path), 1.0)
+             for path in flat}
+  return flax.traverse_util.unflatten_dict(factors, sep="/")
+
+
 def check_config(config):
   if config.optimizer not in OPTIMIZERS:
     raise ConfigError(f"optimizer: one of {OPTIMIZERS}, got "
@@ -78,6 +99,11 @@ def make_optimizer(config, params, total_steps):
   else:
     update = optax.chain(optax.add_decayed_weights(config.weight_decay),
                          optax.sgd(lr, momentum=config.momentum))
-  return optax.multi_transform(
+  tx = optax.multi_transform(
       {"trained": optax.chain(*clip, update), "frozen": optax.set_to_zero()},
       frozen_labels(params, config.model.backbone.frozen_stages))
+  if not config.lr_mults:
+    return tx
+  factors = lr_factors(params, config.lr_mults)
+  return optax.chain(tx, optax.stateless(
+      lambda updates, _: jax.tree.map(jnp.multiply, updates, factors)))

@@ -1,5 +1,6 @@
 """training/optim.py against torch.optim: the same parameter trajectory
-from the same gradients, gradient clipping and frozen stem included."""
+from the same gradients, gradient clipping, frozen stem and a parameter
+group at its own learning rate (lr_mults) included."""
 import flax
 import numpy as np
 import optax
@@ -15,11 +16,15 @@ LR = 0.05
 CLIP = 1.5
 
 
+# mmdet's paramwise_cfg custom_keys: a torch parameter group of its own.
+NECK_MULT = 0.1
+
+
 def _config(optimizer, weight_decay):
   c = config_lib.get_base("mask_rcnn")
   c.update(optimizer=optimizer, base_lr=LR, global_batch=8, base_batch=8,
            weight_decay=weight_decay, grad_clip_norm=CLIP, warmup_steps=0,
-           lr_decay_epochs=())
+           lr_decay_epochs=(), lr_mults=(("neck/", NECK_MULT),))
   c.model.backbone.frozen_stages = 1
   return c
 
@@ -28,11 +33,15 @@ def _torch_run(optimizer, weight_decay, params, grads, frozen):
   tensors = {k: torch.tensor(v, requires_grad=True) for k, v in
              params.items()}
   trained = [t for k, t in tensors.items() if k not in frozen]
+  groups = [{"params": [t for k, t in tensors.items()
+                        if k not in frozen and not k.startswith("neck/")]},
+            {"params": [t for k, t in tensors.items()
+                        if k.startswith("neck/")], "lr": LR * NECK_MULT}]
   if optimizer == "sgd":
-    opt = torch.optim.SGD(trained, lr=LR, momentum=0.9,
+    opt = torch.optim.SGD(groups, lr=LR, momentum=0.9,
                           weight_decay=weight_decay)
   else:
-    opt = torch.optim.AdamW(trained, lr=LR, betas=(0.9, 0.999), eps=1e-8,
+    opt = torch.optim.AdamW(groups, lr=LR, betas=(0.9, 0.999), eps=1e-8,
                             weight_decay=weight_decay)
   for g in grads:
     for k, t in tensors.items():
@@ -77,6 +86,14 @@ def test_updates_equal_torch(optimizer, weight_decay):
     np.testing.assert_array_equal(ours[k], params[k])
   assert not np.allclose(ours["neck/lateral_0/bias"],
                          params["neck/lateral_0/bias"])
+
+
+def test_lr_mult_key_that_names_no_parameter_is_refused():
+  c = _config("sgd", 0.0)
+  c.lr_mults = (("neck/lateral_9", 0.5),)
+  with pytest.raises(ConfigError, match="lr_mults"):
+    optim.make_optimizer(c, {"neck": {"lateral_0": {"bias": np.zeros(2)}}},
+                         10)
 
 
 def test_unknown_optimizer_is_refused():
