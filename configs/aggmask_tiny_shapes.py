@@ -3,12 +3,11 @@ SOLO with aggregated cell masks.
 
   python train.py --config configs/aggmask_tiny_shapes.py \
       --workdir runs/aggmask_tiny
-Mask interpolation: configs/aggmask_interp_tiny_shapes.py. 0.523 segm /
-0.512 bbox AP on the 200 validation images in 38 min on a 2-core CPU
-(2026-12-03, one seed, one cap of 24 aggregated cells per image and
-level; the per-level caps since make a step 1.3x faster). Cut to the
-2250 steps that fit 15 minutes (--config.total_steps=2250): 0.374 segm /
-0.361 bbox AP.
+Mask interpolation: configs/aggmask_interp_tiny_shapes.py. 0.459 segm /
+0.454 bbox AP on the 200 validation images in 12 min 54 s on a 2-core CPU
+(AdamW at lr 0.002, the weight generator at a tenth of it, 2000 steps;
+2026-12-06, one seed). With SGD at lr 0.02: 0.360 in 2200 steps; 0.523
+in 4000 steps and 38 min (2026-12-03, with caps of 12, 16, 16, 4, 1).
 """
 from scnet_jax import config_lib
 
