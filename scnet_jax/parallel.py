@@ -89,6 +89,8 @@ class DataParallel:
       raise ConfigError("DataParallel: a multi-process program runs on all "
                         "devices of all processes")
     self.local_devices = local
+    self.spans_processes = len(local) < len(devices)
+    self._compiled = {}  # input signature -> executable
     self.local_mesh = Mesh(np.asarray(local), (AXIS,))
     self.local_sharded = NamedSharding(self.local_mesh, P(AXIS))
     donate_argnums = (0,) if donate else ()
@@ -96,8 +98,7 @@ class DataParallel:
       # JAX needs the same device list on every process: all of them
       # (devices=None) when the program spans processes.
       self.fn = jax.pmap(fn, axis_name=AXIS, donate_argnums=donate_argnums,
-                         devices=None if len(local) < len(devices)
-                         else devices)
+                         devices=None if self.spans_processes else devices)
     else:
       self.mesh = Mesh(np.asarray(devices), (AXIS,))
       out_specs = P(AXIS) if out_sharded else (P(), P())
@@ -147,6 +148,20 @@ class DataParallel:
     return jax.tree.map(local_rows, tree)
 
   def __call__(self, replicated, batch):
+    if self.spans_processes:
+      leaves, tree = jax.tree.flatten((replicated, batch))
+      signature = (tree, tuple((x.shape, x.dtype) for x in leaves))
+      if signature not in self._compiled:
+        # The first run of a program opens gloo's context, whose
+        # rendezvous gives up after 30 s, and on a busy host one process
+        # can finish compiling (or start its data workers) more than 30 s
+        # after another: each compiles first, then all start it together.
+        # The call below takes the executable from JAX's cache (pmap's own
+        # lowering cannot be called with host-local arrays); holding it
+        # here keeps it there.
+        self._compiled[signature] = self.fn.lower(replicated,
+                                                  batch).compile()
+        sync("compiled")
     return self.fn(replicated, batch)
 
 
@@ -157,9 +172,12 @@ def _start(index):
 def gather_json(obj):
   """The JSON-serialisable `obj` of every process, in process order (on
   one process: [obj]). Travels through the devices' collectives, so no
-  shared file system is needed."""
+  shared file system is needed. Waits for every process first (`sync`):
+  their shares of the work before it (evaluation, process 0's scoring)
+  can differ by more than gloo's 30 s."""
   if jax.process_count() == 1:
     return [obj]
+  sync("gather")
   from jax.experimental import multihost_utils
   data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
   sizes = multihost_utils.process_allgather(np.int64(len(data)))

@@ -133,29 +133,64 @@ def test_eval_on_two_processes_equals_one(single, tmp_path):
       [r["image_id"] for r in sorted(r2, key=key)]
 
 
-# Process 0 works LATE_S seconds before the barrier, then both gather.
+# Process 0 arrives LATE_S seconds after process 1 at the first collective
+# of the run: the first step of a program spanning both (argv[2] "step":
+# under pmap, then shard_map) or a gather ("gather", as in eval.py, whose
+# predictions run on each process's own devices).
 LATE = """
 import sys, time
-from scnet_jax.parallel import initialize_distributed, sync
+from scnet_jax.parallel import DataParallel, gather_json, initialize_distributed
 initialize_distributed()
 import jax
-from jax.experimental import multihost_utils
-if jax.process_index() == 0:
-  time.sleep(float(sys.argv[1]))
-sync("late")
-print("gathered", multihost_utils.process_allgather(
-    jax.numpy.int32(jax.process_index())).tolist())
+import numpy as np
+from jax._src import dispatch, monitoring
+from scnet_jax import parallel
+from scnet_jax.training.step import AXIS
+
+late = lambda: jax.process_index() == 0 and time.sleep(float(sys.argv[1]))
+if sys.argv[2] == "gather":
+  late()
+  print("gathered", gather_json(jax.process_index()))
+  sys.exit()
+
+def step(replicated, batch):
+  return replicated, jax.lax.psum(batch.sum(), AXIS)
+
+# What happens during a step, in order: a compile after the wait would
+# start the program out of step again.
+events = []
+monitoring.register_event_duration_secs_listener(
+    lambda event, _, **kw: event == dispatch.BACKEND_COMPILE_EVENT
+    and events.append("compile"))
+barrier = parallel.sync
+parallel.sync = lambda name: (events.append("sync"), barrier(name))
+
+for mode in ("pmap", "shard_map"):
+  dp = DataParallel(mode, step, donate=False)
+  replicated = dp.put_replicated(np.float32(0))
+  batch = dp.put_batch(np.float32([jax.process_index() + 1]))
+  late()
+  events.clear()
+  _, total = dp(replicated, batch)
+  during = list(events)
+  print(mode, during, "sum", float(dp.get_replicated(total)))
 """
 LATE_S = 40
 
 
-def test_sync_outwaits_gloos_rendezvous_deadline(tmp_path):
-  """parallel.sync holds the others while process 0 works past the 30 s
-  in which gloo's first collective gives up on a missing peer (as when
-  process 0 alone generates the shapes dataset), and the collective after
-  it runs. Through a device collective (multihost_utils'
-  sync_global_devices) this fails: 'Gloo context initialization failed:
-  DEADLINE_EXCEEDED: GetKeyValue() timed out'."""
-  logs = wait(start(["-c", LATE, str(LATE_S)], 2, 1, str(tmp_path)),
-              str(tmp_path), timeout=LATE_S + 120)
-  assert all("gathered [0, 1]" in log for log in logs), logs
+@pytest.mark.parametrize("first", ["step", "gather"])
+def test_late_process_outwaits_gloos_rendezvous_deadline(first, tmp_path):
+  """The other process waits (`parallel.sync`) while one is still
+  compiling or working, past the 30 s in which gloo's first collective
+  gives up on a missing peer. Without the wait this fails: 'Gloo context
+  initialization failed: DEADLINE_EXCEEDED: GetKeyValue() timed out'
+  (the CI's failure of the 2-process training tests: a first step
+  compiled 30 s apart)."""
+  logs = wait(start(["-c", LATE, str(LATE_S), first], 2, 1, str(tmp_path)),
+              str(tmp_path), timeout=2 * LATE_S + 120)
+  for log in logs:
+    if first == "gather":
+      assert "gathered [0, 1]" in log, log
+    else:
+      for mode in ("pmap", "shard_map"):
+        assert f"{mode} ['compile', 'sync'] sum 3.0" in log, log
