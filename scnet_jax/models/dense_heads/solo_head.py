@@ -184,13 +184,18 @@ class SOLOHead(nn.Module, kw_only=True):
       out["cls_logits"].append(self.conv_cls(c))
     return out
 
-  def positive_cap(self, level, num_gt):
-    """Static number of positive slots per image at `level`: each ground
-    truth claims at most 3 x 3 cells, so without max_positives the cap is
-    exact; with it, an image with more positives than that gives the
-    mask loss a random subset of them (positive_slots)."""
+  def most_positives(self, level, num_gt):
+    """The most positive cells an image can have at `level`: each ground
+    truth claims at most 3 x 3 of the S x S cells."""
     s = self.num_grids[level]
-    cap = min(s * s, 9 * num_gt)
+    return min(s * s, 9 * num_gt)
+
+  def positive_cap(self, level, num_gt):
+    """Static number of positive slots per image at `level`: without
+    max_positives, most_positives (exact); with it, an image with more
+    positives than that gives the mask loss a random subset of them
+    (positive_slots)."""
+    cap = self.most_positives(level, num_gt)
     limit = self.max_positives[level] if self.max_positives else 0
     return min(cap, limit) if limit > 0 else cap
 
@@ -201,7 +206,7 @@ class SOLOHead(nn.Module, kw_only=True):
     first in raster order would leave out the same objects' cells every
     time, those lowest in the image."""
     cap = self.positive_cap(level, num_gt)
-    if cap == min(positive.shape[1], 9 * num_gt):   # room for all
+    if cap == self.most_positives(level, num_gt):   # room for all
       (idx,) = jax.vmap(lambda p: jnp.nonzero(p, size=cap, fill_value=0))(
           positive)
       return idx
