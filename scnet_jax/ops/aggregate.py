@@ -122,8 +122,8 @@ def aggregate(x, weights, shapes, inside=None, shared=None):
   """Runs each cell's generated CNN on its input.
 
   Args:
-    x: [B, K, h, w, C_x] float32: per image, its K cells' own input
-      channels (their neighbours' mask logits).
+    x: [B, K, C_x, h, w] float32: per image, its K cells' own input
+      channels (their neighbours' mask logits), each a map.
     weights: [B, K, num_generated(shapes)] float32 generated weights.
     shapes: layer_shapes(C_x + C_s, ...) (static).
     inside: optional [B, h, w, 1] bool: each image's map (its canvas
@@ -135,9 +135,8 @@ def aggregate(x, weights, shapes, inside=None, shared=None):
   Returns:
     [B, K, h, w] float32 aggregated mask logits (zero outside `inside`).
   """
-  b, n, h, w, cx = x.shape
-  # Cells x channels x map: each cell's channel a contiguous map.
-  x = jnp.moveaxis(x, -1, 2).reshape(b * n, cx, h, w)
+  b, n, cx, h, w = x.shape
+  x = x.reshape(b * n, cx, h, w)
   keep = None
   if inside is not None:
     keep = jnp.repeat(inside[..., 0], n, axis=0)[:, None]   # [B*K,1,h,w]

@@ -42,18 +42,25 @@ def test_identity_filter_gives_the_centre_cells_mask(residual):
            for s in grids]
 
   def both(mdl, batch):
-    """Per level: (aggregated with identity weights, SOLO's cell mask),
-    and the map extents."""
+    """Per level: (aggregated with identity weights, SOLO's cell mask,
+    those channels of the full conv_mask_list map), and the map
+    extents."""
     head = mdl.mask_head
     out = head(*mdl.neck_and_canvas(batch["image"], batch["image_hw"]))
     return [(head.cell_mask_logits(out, level, c,
                                    jnp.broadcast_to(w, (2, 6, len(w)))),
              SOLOHead.cell_mask_logits(head, out, level, c),
+             jnp.moveaxis(jnp.take_along_axis(
+                 out["mask_logits"][level], c[:, None, None], -1), -1, 1),
              out["mask_extents"][level]) for level, c in enumerate(cells)]
 
   levels = jax.jit(lambda v, b: model.apply(v, b, method=both))(
       {"params": params, "batch_stats": stats}, batch)
-  for got, want, ext in levels:
+  for got, want, full, ext in levels:
+    # SOLOHead.mask_logits_at (the columns of the kernel) is the full map's
+    # channels.
+    np.testing.assert_allclose(np.asarray(want), np.asarray(full),
+                               rtol=1e-5, atol=1e-5)
     ext = np.asarray(ext)
     for b in range(2):
       h, w_ = ext[b]

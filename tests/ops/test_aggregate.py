@@ -30,6 +30,11 @@ def _torch_grouped_autograd(x, weights, shapes):
   return y.reshape(n, h, w)
 
 
+def _cell_major(x):
+  """[B, K, h, w, C] -> aggregate's [B, K, C, h, w]."""
+  return jnp.moveaxis(jnp.asarray(x), -1, 2)
+
+
 def _torch_grouped(x, weights, shapes):
   """_torch_grouped_autograd on NumPy arrays."""
   return _torch_grouped_autograd(torch.from_numpy(x),
@@ -56,7 +61,8 @@ def test_equals_torch_grouped_conv():
     ctx = rng.normal(0, 1, (2, 12, 10, shared)).astype(np.float32)
     weights = rng.uniform(-0.5, 0.5, (2, 7, num_generated(shapes))).astype(
         np.float32)
-    got = aggregate(x, weights, shapes, shared=ctx if shared else None)
+    got = aggregate(_cell_major(x), weights, shapes,
+                    shared=ctx if shared else None)
     full = np.concatenate([x, np.broadcast_to(ctx[:, None],
                                               (2, 7, 12, 10, shared))], -1)
     want = _torch_grouped(full.reshape(14, 12, 10, -1),
@@ -80,7 +86,8 @@ def test_gradients_equal_torch_grouped_conv():
     probe = rng.normal(0, 1, (2, 3, 9, 7)).astype(np.float32)
 
     def loss(x, ctx, weights):
-      return jnp.sum(aggregate(x, weights, shapes, shared=ctx) * probe)
+      return jnp.sum(aggregate(_cell_major(x), weights, shapes, shared=ctx)
+                     * probe)
     got = jax.grad(loss, argnums=(0, 1, 2))(x, ctx, weights)
 
     tx, tc, tw = (torch.from_numpy(a).requires_grad_()
@@ -104,7 +111,8 @@ def test_inside_is_an_image_of_that_size():
   weights = rng.uniform(-0.5, 0.5, (1, 3, 945)).astype(np.float32)
   inside = np.zeros((1, 12, 10, 1), bool)
   inside[:, :8, :6] = True
-  got = np.asarray(aggregate(x, weights, shapes, inside, ctx))[0]
+  got = np.asarray(aggregate(_cell_major(x), weights, shapes, inside,
+                             ctx))[0]
   full = np.concatenate([x[0], np.broadcast_to(ctx, (3, 12, 10, 16))], -1)
   want = _torch_grouped(np.ascontiguousarray(full[:, :8, :6]), weights[0],
                         shapes)
@@ -118,13 +126,14 @@ def test_identity_filter_passes_the_centre_mask():
   ctx = rng.normal(0, 3, (2, 9, 11, 16)).astype(np.float32)
   shapes = layer_shapes(21, 4, 3)
   w = identity_weights(shapes, np.eye(5)[2])
-  got = aggregate(x, np.broadcast_to(w, (2, 4, len(w))), shapes, shared=ctx)
+  got = aggregate(_cell_major(x), np.broadcast_to(w, (2, 4, len(w))), shapes,
+                  shared=ctx)
   np.testing.assert_allclose(np.asarray(got), x[..., 2], atol=1e-5)
   # Two layers, and a mean of 4 neighbours (mask interpolation).
   shapes = layer_shapes(4 + 16, 4, 2)
   w = identity_weights(shapes, np.full(4, 0.25))
-  got = aggregate(x[..., :4], np.broadcast_to(w, (2, 4, len(w))), shapes,
-                  shared=ctx)
+  got = aggregate(_cell_major(x[..., :4]),
+                  np.broadcast_to(w, (2, 4, len(w))), shapes, shared=ctx)
   np.testing.assert_allclose(np.asarray(got), x[..., :4].mean(-1),
                              atol=1e-5)
 

@@ -243,13 +243,10 @@ class AggMaskHead(SOLOHead, kw_only=True):
     """The aggregated masks of category cells `cells` [B, K] ->
     [B, K, h, w] logits at the level's mask resolution; weights: [B, K, P]
     to aggregate with instead of the generated ones (probing, tests)."""
-    logits = out["mask_logits"][level].astype(jnp.float32)
     ext = out["mask_extents"][level]
-    b, h, w, _ = logits.shape
-    k = cells.shape[1]
     nb = jnp.asarray(self.neighbours(level))[cells]          # [B, K, n]
-    masks = jnp.take_along_axis(logits, nb.reshape(b, 1, 1, -1), axis=-1)
-    masks = jnp.moveaxis(masks.reshape(b, h, w, k, -1), 3, 1)  # [B,K,h,w,n]
+    masks = self.mask_logits_at(out, level, nb).astype(jnp.float32)
+    h, w = masks.shape[-2:]                                  # [B,K,n,h,w]
     inputs = MASK_ACTIVATIONS[self.mask_activation](masks)
     ctx = ops.resize_bilinear_align_corners(
         out["context"].astype(jnp.float32), (h, w), out["context_extent"],
@@ -259,8 +256,8 @@ class AggMaskHead(SOLOHead, kw_only=True):
     inside = _inside(ext, (h, w))
     agg = aggregate(inputs, weights, self.agg_shapes(), inside, shared=ctx)
     if self.residual:  # the cell's own logits, zero off the map as agg
-      agg = agg + jnp.where(inside[:, None, ..., 0],
-                            masks @ self.own_mask_mix(), 0.0)
+      own = jnp.einsum("bknhw,n->bkhw", masks, self.own_mask_mix())
+      agg = agg + jnp.where(inside[:, None, ..., 0], own, 0.0)
     return agg
 
   def candidates(self, out):
