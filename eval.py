@@ -64,9 +64,10 @@ def main(argv):
   if FLAGS.visualize and jax.process_index() == 0:
     from scnet_jax.evaluation.pictures import write_prediction_pictures
     paths = write_prediction_pictures(
-        config, variables, FLAGS.checkpoint, ann_file, image_dir,
+        os.path.join(output, "results.json"), ann_file, image_dir,
         os.path.join(output, "vis"), FLAGS.visualize, FLAGS.vis_score_thr,
-        compare_gt=FLAGS.compare_gt)
+        compare_gt=FLAGS.compare_gt,
+        class_names=checkpoint.read_class_names(FLAGS.checkpoint))
     print(f"wrote {len(paths)} pictures to {os.path.join(output, 'vis')}")
   print(f"bbox AP {metrics['bbox_AP']:.4f}  segm AP {metrics['segm_AP']:.4f}"
         f"  ({os.path.join(output, 'metrics.json')})")

@@ -36,3 +36,37 @@ def test_loader_samples_beside_their_semantic_map():
   pics = draw_batch(batch, ["circle", "square", "triangle", "star"])
   assert len(pics) == 2
   assert pics[0].width == 2 * 128 * 4  # both upscaled x4 to 512 px
+
+
+def test_prediction_pictures_draw_the_results_file(tmp_path):
+  """The pictures show the results file's detections at or above the
+  threshold: the ground truth given as results tints its masks in the
+  picture; the same results below the threshold leave the picture as
+  an empty results file does."""
+  import json
+
+  from PIL import Image
+
+  from scnet_jax.evaluation.pictures import write_prediction_pictures
+  from tests.helpers import shapes_root
+
+  ann = f"{shapes_root()}/annotations/val.json"
+  with open(ann) as f:
+    truth = [a for a in json.load(f)["annotations"] if a["image_id"] == 1]
+  pictures = {}
+  for name, score in (("above", 0.9), ("below", 0.1), ("empty", None)):
+    results = [] if score is None else [
+        {"image_id": 1, "category_id": a["category_id"], "bbox": a["bbox"],
+         "score": score, "segmentation": a["segmentation"]} for a in truth]
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(results))
+    (out,) = write_prediction_pictures(
+        str(path), ann, f"{shapes_root()}/val", str(tmp_path / name), 1, 0.3)
+    with Image.open(out) as pic:
+      pictures[name] = np.asarray(pic.convert("RGB")).astype(np.int32)
+  assert (pictures["below"] == pictures["empty"]).all()
+  # Detections add a legend row below: compare the part both pictures have.
+  empty = pictures["empty"]
+  above = pictures["above"][:empty.shape[0]]
+  changed = np.abs(above - empty).sum(-1) > 0
+  assert changed.mean() > 0.05   # the objects' masks, boxes and labels

@@ -309,11 +309,10 @@ def _train(config, workdir, ckpt, show, log):
     metrics = evaluations(step, final, out_dir)
     if config.visualize_at_end and jax.process_index() == 0:
       from scnet_jax.evaluation.pictures import write_prediction_pictures
-      variables = {"params": final.params, "batch_stats": final.batch_stats}
       paths = write_prediction_pictures(
-          config, variables, workdir, evaluations.ann_file,
+          os.path.join(out_dir, "results.json"), evaluations.ann_file,
           evaluations.image_dir, os.path.join(out_dir, "vis"),
-          config.visualize_at_end, 0.3)
+          config.visualize_at_end, 0.3, class_names=meta["class_names"])
       log(f"wrote {len(paths)} prediction pictures to {out_dir}/vis")
     sync("evaluation written")
     return metrics
