@@ -85,11 +85,11 @@ class DataParallel:
     self.mode = mode
     devices = list(devices or global_devices())
     local = [d for d in devices if d.process_index == jax.process_index()]
-    if len(local) < len(devices) and len(devices) != jax.device_count():
+    self.spans_processes = len(local) < len(devices)
+    if self.spans_processes and len(devices) != jax.device_count():
       raise ConfigError("DataParallel: a multi-process program runs on all "
                         "devices of all processes")
     self.local_devices = local
-    self.spans_processes = len(local) < len(devices)
     self._compiled = {}  # input signature -> executable
     self.local_mesh = Mesh(np.asarray(local), (AXIS,))
     self.local_sharded = NamedSharding(self.local_mesh, P(AXIS))
