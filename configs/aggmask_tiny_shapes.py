@@ -3,12 +3,12 @@ SOLO with aggregated cell masks.
 
   python train.py --config configs/aggmask_tiny_shapes.py \
       --workdir runs/aggmask_tiny
-Mask interpolation: configs/aggmask_interp_tiny_shapes.py. 0.512 segm /
-0.511 bbox AP on the 200 validation images in 16 min 29 s on a 2-core CPU
-at 22 img/s (AdamW at lr 0.002, the weight generator at a tenth of it,
-2300 steps; 2026-12-06, one seed; 0.459 in 2000 steps, 12 min 54 s at 25
-img/s). With SGD at lr 0.02: 0.360 in 2200 steps; 0.523 in 4000 steps
-and 38 min (2026-12-03, with caps of 12, 16, 16, 4, 1).
+Mask interpolation: configs/aggmask_interp_tiny_shapes.py. 0.510 segm /
+0.505 bbox AP on the 200 validation images in 15 min 40 s on a 2-core CPU
+at 21 img/s (AdamW at lr 0.002, the weight generator at a tenth of it,
+2050 steps, decays at 9/12 and 11/12; 2026-12-06, one seed). With SGD
+at lr 0.02: 0.360 in 2200 steps; 0.523 in 4000 steps and 38 min
+(2026-12-03, with caps of 12, 16, 16, 4, 1).
 """
 from scnet_jax import config_lib
 

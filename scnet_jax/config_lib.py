@@ -328,8 +328,10 @@ def solo_tiny_shapes(system="solo"):
   image than a two-stage model (a few positive cells per object), so it
   trains longer, with AdamW at lr 0.002: SOLO 2800 steps (0.506 segm AP;
   SGD at lr 0.02: 0.475 at 4000, and with mmdet's ranges scaled to 128
-  px 0.13 at 1200 steps, 0.31 at 3000), AggMask 2300 (0.512; 0.459 at
-  2000; SGD: 0.360 at 2200, 0.523 at 4000 with caps of 12, 16, 16, 4, 1).
+  px 0.13 at 1200 steps, 0.31 at 3000), AggMask 2050 with the decays
+  at 9/12 and 11/12 (0.510; 0.519 at 2300 with them at 8/12 and 11/12,
+  0.459 at 2000; SGD: 0.360 at 2200, 0.523 at 4000 with caps of 12, 16,
+  16, 4, 1).
   Objects go one level finer than those ranges: at that scale a 40-px
   object is 2-3 cells of the stride-16 map, and the category branch
   classified only half the positive cells right; 0.13 -> 0.18 segm AP at
@@ -371,10 +373,14 @@ def solo_tiny_shapes(system="solo"):
   d.mask_crop_size = 32
   # One seed each, 2026-12-06: AdamW at lr 0.001 gave SOLO 0.509 at 3300
   # steps and 0.471 at 2700. AggMask in 2000 steps: 0.459, 0.484 and 0.487
-  # with the decays at 9/12 and 11/12 or at 9/12 alone, 0.465 at lr 0.003.
+  # with the decays at 8/12 and 11/12, at 9/12 and 11/12 or at 9/12 alone,
+  # 0.465 at lr 0.003; with the decays at 9/12 and 11/12, 0.521 at 2150
+  # steps and 0.510 at 2050.
   c.update(optimizer="adamw", base_lr=0.002, weight_decay=0.05,
            warmup_ratio=1.0 / 3,
-           total_steps=2800 if system == "solo" else 2300)
+           total_steps=2800 if system == "solo" else 2050)
+  if system == "aggmask":
+    c.lr_decay_epochs = (9, 11)
   c.checkpoint_every = 1000
   return c
 
