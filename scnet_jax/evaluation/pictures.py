@@ -6,25 +6,26 @@ import json
 import os
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
-from scnet_jax.data.coco import CocoSource
+from scnet_jax.data.coco import CocoSource, decode_mask
 from scnet_jax.errors import DataError
 from scnet_jax.visualize import draw_instances, side_by_side
 
 
-def _detections(results, image_id, cat_to_label, score_thr):
-  """One image's results with score >= score_thr -> (boxes [n, 4] xyxy,
-  labels [n] contiguous, masks [n, H, W] bool or None, scores [n])."""
-  rs = [r for r in results.get(image_id, []) if r["score"] >= score_thr]
+def _detections(results, rec, cat_to_label, score_thr, where):
+  """The results of image `rec` with score >= score_thr -> (boxes [n, 4]
+  xyxy, labels [n] contiguous, masks [n, H, W] bool or None, scores
+  [n])."""
+  rs = [r for r in results.get(rec["image_id"], [])
+        if r["score"] >= score_thr]
   boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in
                     (r["bbox"] for r in rs)], np.float32).reshape(-1, 4)
   labels = np.array([cat_to_label[r["category_id"]] for r in rs], np.int64)
   scores = np.array([r["score"] for r in rs], np.float32)
   masks = None
   if rs and all("segmentation" in r for r in rs):
-    masks = mask_utils.decode([r["segmentation"] for r in rs])
-    masks = np.moveaxis(masks, -1, 0).astype(bool)
+    masks = np.stack([decode_mask(r["segmentation"], rec["height"],
+                                  rec["width"], where) for r in rs]) > 0
   return boxes, labels, masks, scores
 
 
@@ -51,7 +52,8 @@ def write_prediction_pictures(results_file, ann_file, image_dir, out_dir,
   for rec in src.records[:num]:
     image = src.load_image(rec)
     boxes, labels, masks, scores = _detections(
-        results, rec["image_id"], src.cat_to_label, score_thr)
+        results, rec, src.cat_to_label, score_thr,
+        f"{results_file}: a result of image {rec['image_id']}")
     pic = draw_instances(
         image, boxes, labels, masks, scores, names,
         caption=f"image {rec['image_id']}: predictions, score >= "

@@ -227,7 +227,7 @@ class SOLOHead(nn.Module, kw_only=True):
     (the tiny AggMask's training step: 378 -> 360 ms, medians of 8
     interleaved rounds on a 2-core CPU)."""
     p = self.conv_mask_list[level].variables["params"]
-    b, flat = cells.shape[0], cells.reshape(cells.shape[0], -1)
+    flat = cells.reshape(cells.shape[0], -1)
     kernel = jnp.take(p["kernel"][0, 0], flat, axis=1)       # [C, B, N]
     feats = out["mask_feats"][level]
     y = jnp.einsum("bhwc,cbn->bnhw", feats.astype(self.dtype),
