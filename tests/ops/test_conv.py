@@ -1,5 +1,6 @@
-"""The CPU convolution with a tap-wise kernel gradient against PyTorch's
-conv2d autograd (input and kernel gradients) and flax's nn.Conv."""
+"""The CPU convolution with a tap-wise kernel gradient (and lax's for thin
+inputs) against PyTorch's conv2d autograd (input and kernel gradients)
+and flax's nn.Conv."""
 import flax.linen as nn
 import jax
 import numpy as np
@@ -7,21 +8,24 @@ import pytest
 import torch
 
 from scnet_jax.models.layers import Conv
-from scnet_jax.ops.conv import conv_general_dilated
+from scnet_jax.ops.conv import THIN_INPUT, conv_general_dilated
 
 
-@pytest.mark.parametrize("kernel,stride,groups,padding", [
-    (3, 1, 1, 1), (3, 2, 1, 1), (1, 2, 1, 0), (7, 2, 1, 3), (3, 2, 4, 1),
-    (1, 1, 1, "SAME"), (3, 2, 1, "SAME")])
-def test_gradients_match_torch(kernel, stride, groups, padding):
+@pytest.mark.parametrize("kernel,stride,groups,padding,cin", [
+    (3, 1, 1, 1, 8), (3, 2, 1, 1, 8), (1, 2, 1, 0, 8), (7, 2, 1, 3, 8),
+    (3, 2, 4, 1, 24), (1, 1, 1, "SAME", 8), (3, 2, 1, "SAME", 8),
+    (7, 2, 1, 3, 3), (3, 1, 4, 1, 8)])
+def test_gradients_match_torch(kernel, stride, groups, padding, cin):
   rng = np.random.default_rng(kernel * 10 + stride + groups)
-  x = rng.normal(size=(2, 13, 18, 8)).astype(np.float32)
-  w = rng.normal(size=(kernel, kernel, 8 // groups, 12)).astype(np.float32)
+  x = rng.normal(size=(2, 13, 18, cin)).astype(np.float32)
+  w = rng.normal(size=(kernel, kernel, cin // groups, 12)).astype(np.float32)
   pads = padding if isinstance(padding, str) else [(padding, padding)] * 2
   conv = lambda x, w: conv_general_dilated(
       x, w, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"),
       feature_group_count=groups)
-  assert "custom_vjp_call" in str(jax.make_jaxpr(conv)(x, w))  # CPU path
+  # The CPU's tap-wise path, but for thin inputs (an RGB stem: lax).
+  assert ("custom_vjp_call" in str(jax.make_jaxpr(conv)(x, w))) == (
+      cin // groups > THIN_INPUT)
   y, vjp = jax.vjp(conv, x, w)
   g = rng.normal(size=y.shape).astype(np.float32)
   dx, dw = vjp(g)
