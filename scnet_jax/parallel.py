@@ -147,21 +147,26 @@ class DataParallel:
       return rows.reshape(-1, *x.shape[2:]) if self.mode == "pmap" else rows
     return jax.tree.map(local_rows, tree)
 
+  def compile(self, replicated, batch):
+    """Compiles the program for these device inputs (put_replicated,
+    put_batch) without running it; returns True when it was not compiled
+    yet. A later call with inputs of the same shapes takes the executable
+    from JAX's cache (pmap's own lowering cannot be called with
+    host-local arrays); holding it here keeps it there."""
+    leaves, tree = jax.tree.flatten((replicated, batch))
+    signature = (tree, tuple((x.shape, x.dtype) for x in leaves))
+    if signature in self._compiled:
+      return False
+    self._compiled[signature] = self.fn.lower(replicated, batch).compile()
+    return True
+
   def __call__(self, replicated, batch):
-    if self.spans_processes:
-      leaves, tree = jax.tree.flatten((replicated, batch))
-      signature = (tree, tuple((x.shape, x.dtype) for x in leaves))
-      if signature not in self._compiled:
-        # The first run of a program opens gloo's context, whose
-        # rendezvous gives up after 30 s, and on a busy host one process
-        # can finish compiling (or start its data workers) more than 30 s
-        # after another: each compiles first, then all start it together.
-        # The call below takes the executable from JAX's cache (pmap's own
-        # lowering cannot be called with host-local arrays); holding it
-        # here keeps it there.
-        self._compiled[signature] = self.fn.lower(replicated,
-                                                  batch).compile()
-        sync("compiled")
+    # The first run of a program opens gloo's context, whose rendezvous
+    # gives up after 30 s, and on a busy host one process can finish
+    # compiling (or start its data workers) more than 30 s after another:
+    # each compiles first, then all start it together.
+    if self.spans_processes and self.compile(replicated, batch):
+      sync("compiled")
     return self.fn(replicated, batch)
 
 

@@ -16,11 +16,12 @@ import numpy as np
 
 from scnet_jax import progress
 from scnet_jax.data.coco import CocoSource
-from scnet_jax.data.loader import eval_iterator
+from scnet_jax.data.loader import eval_iterator, record_buckets
 from scnet_jax.evaluation.coco_eval import coco_metrics
 from scnet_jax.evaluation.postprocess import batch_results
 from scnet_jax.models import build_model
 from scnet_jax.parallel import DataParallel, gather_json
+from scnet_jax.training.state import dummy_batch
 
 META_KEYS = ("scale", "orig_hw", "image_id", "valid")
 
@@ -58,6 +59,21 @@ class Evaluator:
     self.cat_ids = np.asarray(self.source.cat_ids)
     self.progress = progress.enabled(config)
     self.log = progress.logger(log, self.progress)
+
+  def compile(self, variables):
+    """Compiles the prediction program for every bucket of the split
+    without running it; the evaluations then start at once. train.py
+    calls this in a thread while the training step compiles.
+
+    variables: {'params', 'batch_stats'} host trees; only their shapes
+    and dtypes matter.
+    """
+    dvars = self.dp.put_replicated(variables)
+    bucket_of, buckets = record_buckets(self.source, self.config.data)
+    for b in np.unique(bucket_of):
+      batch = dummy_batch(self.config, self.local_batch, tuple(buckets[b]),
+                          train=False)
+      self.dp.compile(dvars, self.dp.put_batch(batch))
 
   def __call__(self, variables, output_dir, desc="eval"):
     """Writes output_dir/results.json (COCO results) and

@@ -11,6 +11,7 @@ runs this loop on its rows of each global batch; SIGTERM to any of them
 stops all at the same step (JAX's preemption sync point) and Orbax writes
 each checkpoint once.
 """
+import concurrent.futures
 import os
 import signal
 import time
@@ -103,6 +104,7 @@ class _Evaluations:
     self.writer, self.meta, self.log = writer, meta, log
     self.ann_file, self.image_dir = val_paths(config)
     self.evaluator = None
+    self._building = None   # Future of the evaluator compiled in a thread
     self.best = None
     self.best_value = None
     if config.eval_every_steps > 0 and self.ann_file:
@@ -111,15 +113,37 @@ class _Evaluations:
       if step is not None:
         self.best_value = self.best.read_meta(step).get("best_value")
 
-  def __call__(self, step, state, out_dir):
+  def compile_in_background(self, variables):
+    """Builds the evaluator and compiles its program in a thread: the
+    training step's compile leaves a CPU core idle for most of its
+    time, so the evaluation's compile costs nothing there (20 s of a
+    tiny run on 2 cores). An error in it is raised by the first
+    evaluation."""
+    c = self.config
+    if self.ann_file and (c.eval_every_steps > 0 or c.eval_at_end):
+      pool = concurrent.futures.ThreadPoolExecutor(1)
+      self._building = pool.submit(self._build, variables)
+      pool.shutdown(wait=False)
+
+  def _build(self, variables=None):
     from scnet_jax.evaluation.inference import Evaluator
     c = self.config
+    evaluator = Evaluator(c, ann_file=self.ann_file, image_dir=self.image_dir,
+                          evaluator=c.evaluator,
+                          per_device_batch=c.eval_batch_per_device,
+                          log=self.log)
+    if variables is not None:
+      t0 = time.perf_counter()
+      evaluator.compile(variables)
+      self.log(f"evaluation program compiled beside training: "
+               f"{time.perf_counter() - t0:.1f} s")
+    return evaluator
+
+  def __call__(self, step, state, out_dir):
+    c = self.config
     if self.evaluator is None:
-      self.evaluator = Evaluator(c, ann_file=self.ann_file,
-                                 image_dir=self.image_dir,
-                                 evaluator=c.evaluator,
-                                 per_device_batch=c.eval_batch_per_device,
-                                 log=self.log)
+      self.evaluator = (self._building.result() if self._building else
+                        self._build())
     metrics = self.evaluator(
         {"params": state.params, "batch_stats": state.batch_stats}, out_dir,
         desc=f"eval @ {step}")
@@ -197,11 +221,13 @@ def _train(config, workdir, ckpt, show, log):
 
   model_keys = model.batch_keys(train=True)
   dp = DataParallel(config.parallel, make_train_step(model, tx))
+  writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+  evaluations = _Evaluations(config, workdir, writer, meta, log)
+  evaluations.compile_in_background(
+      {"params": state.params, "batch_stats": state.batch_stats})
   dstate = dp.put_replicated(state)
   del state
   schedule = optim.lr_schedule(config, total)
-  writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
-  evaluations = _Evaluations(config, workdir, writer, meta, log)
   host_batches, _ = loader.train_iterator(
       source, config, total, jax.process_index(), jax.process_count(),
       start_step=start, local_devices=jax.local_device_count())
