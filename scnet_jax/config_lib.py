@@ -468,6 +468,9 @@ def get_base(system):
   c.eval_batch_per_device = 1
   c.visualize_at_end = 0      # prediction pictures written after that
   c.init_from = ""            # backbone weights or a converted checkpoint
+  # init_from: a parameter of another shape there starts fresh instead of
+  # being refused (fine-tuning to another class count).
+  c.init_skip_mismatched = False
   c.parallel = "pmap"         # or "shard_map"
   c.evaluator = "faster_coco_eval"  # or "pycocotools"
   return c
