@@ -42,7 +42,7 @@ def main(argv):
 
   from scnet_jax import checkpoint
   from scnet_jax.data.sources import val_paths
-  from scnet_jax.evaluation.inference import evaluate
+  from scnet_jax.evaluation.inference import Evaluator
   from scnet_jax.models import build_model
   from scnet_jax.predictor import abstract_variables
 
@@ -51,16 +51,17 @@ def main(argv):
     from scnet_jax.evaluation.tta import check_config
     check_config(config)
   ann_file, image_dir = val_paths(config)
+  # Reads and checks the annotations before the checkpoint and compiling.
+  evaluator = Evaluator(config, ann_file=ann_file, image_dir=image_dir,
+                        evaluator=FLAGS.evaluator,
+                        per_device_batch=FLAGS.batch_per_device,
+                        workers=FLAGS.workers)
   model = build_model(config)
   variables, step = checkpoint.restore_params(
       FLAGS.checkpoint, config, abstract_variables(model, config))
   print(f"Loaded {FLAGS.checkpoint} (step {step})")
   output = FLAGS.output or os.path.join(FLAGS.checkpoint, "eval")
-  metrics = evaluate(config, variables, ann_file=ann_file,
-                     image_dir=image_dir, output_dir=output,
-                     evaluator=FLAGS.evaluator,
-                     per_device_batch=FLAGS.batch_per_device,
-                     workers=FLAGS.workers)
+  metrics = evaluator(variables, output)
   if FLAGS.visualize and jax.process_index() == 0:
     from scnet_jax.evaluation.pictures import write_prediction_pictures
     paths = write_prediction_pictures(

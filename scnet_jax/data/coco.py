@@ -5,30 +5,21 @@ Follows mmdetection's CocoDataset: crowd instances ignored, category ids
 mapped to contiguous labels (and back for results), training filters images
 without any annotation or with a side under 32 px (an image with only crowd
 or too small boxes stays, as background). Boxes under one pixel wide or
-high, or with no part inside the image, are skipped with a counted
-warning. Masks
-are decoded exactly as `pycocotools.COCO.annToMask` does.
+high, or with no part inside the image, and instances without a mask
+mmdetection can train on (coco_json.instance_segmentation) are skipped
+with a counted warning that names their ids. Masks are decoded exactly as
+`pycocotools.COCO.annToMask` does; images are turned upright by their
+EXIF orientation.
 """
 import collections
-import json
 import os
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
+from scnet_jax.data.coco_json import instance_segmentation, load_coco_json
 from scnet_jax.errors import DataError
-
-
-def _load_json(path):
-  if not os.path.exists(path):
-    raise DataError(f"{path}: annotation file not found")
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except json.JSONDecodeError as e:
-    raise DataError(f"{path}: malformed JSON ({e.msg} at line {e.lineno}, "
-                    f"column {e.colno})") from None
 
 
 def ann_to_rle(segm, height, width, where):
@@ -55,11 +46,12 @@ def decode_mask(segm, height, width, where="annotation"):
 
 def read_rgb(path):
   """An image file (any mode PIL reads: grayscale, palette and RGBA are
-  converted, alpha dropped) as uint8 RGB [H, W, 3]; DataError names the
-  file if it is missing or cannot be decoded."""
+  converted, alpha dropped) as uint8 RGB [H, W, 3], turned upright by its
+  EXIF orientation as mmdetection's and detectron2's loaders do;
+  DataError names the file if it is missing or cannot be decoded."""
   try:
     with Image.open(path) as im:
-      return np.asarray(im.convert("RGB"))
+      return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
   except FileNotFoundError:
     raise DataError(f"{path}: image file not found") from None
   except (UnidentifiedImageError, OSError) as e:
@@ -81,28 +73,17 @@ class CocoSource:
 
   def __init__(self, ann_file, image_dir, seg_dir="", train=True,
                check_files=True):
-    data = _load_json(ann_file)
-    for key in ("images", "annotations", "categories"):
-      if key not in data:
-        raise DataError(f"{ann_file}: missing top-level field '{key}'")
+    images, annotations, cats = load_coco_json(ann_file)
     self.ann_file = ann_file
     self.image_dir = image_dir
     self.seg_dir = seg_dir
-    cats = sorted(data["categories"], key=lambda c: c["id"])
     self.cat_ids = [c["id"] for c in cats]
-    self.class_names = [c["name"] for c in cats]
+    self.class_names = [c.get("name", str(c["id"])) for c in cats]
     self.cat_to_label = {cid: i for i, cid in enumerate(self.cat_ids)}
     self.warnings = collections.Counter()
-    images = {im["id"]: im for im in data["images"]}
+    self.warning_ids = collections.defaultdict(list)
     per_image = collections.defaultdict(list)
-    for ann in data["annotations"]:
-      where = f"{ann_file}: annotation id {ann.get('id')}"
-      if ann.get("image_id") not in images:
-        raise DataError(f"{where}: image_id {ann.get('image_id')} is not "
-                        f"in 'images'")
-      if ann.get("category_id") not in self.cat_to_label:
-        raise DataError(f"{where}: category_id {ann.get('category_id')} is "
-                        f"not in 'categories'")
+    for ann in annotations:
       per_image[ann["image_id"]].append(ann)
     if check_files and not os.path.isdir(image_dir):
       raise DataError(f"{image_dir}: image folder not found (for "
@@ -115,12 +96,25 @@ class CocoSource:
       # or too small ones included (it then trains as all background).
       if train and (not per_image[image_id] or min(im["height"],
                                                    im["width"]) < 32):
-        self.warnings["filtered images"] += 1
+        self._warn("images without annotations or under 32 px left out "
+                   "of training", image_id)
         continue
       if check_files and not os.path.exists(rec["path"]):
         raise DataError(f"{rec['path']}: image file not found (image id "
                         f"{image_id} of {ann_file})")
       self.records.append(rec)
+
+  def _warn(self, what, entry_id):
+    self.warnings[what] += 1
+    self.warning_ids[what].append(entry_id)
+
+  def warning_lines(self):
+    """One line per kind of skipped entry, with its count and first ids."""
+    for what, n in self.warnings.items():
+      ids = self.warning_ids[what]
+      kind = "image" if what.startswith("images") else "annotation"
+      shown = ", ".join(str(i) for i in ids[:5]) + (", ..." if n > 5 else "")
+      yield f"warning: {self.ann_file}: {n} {what} ({kind} ids {shown})"
 
   def _record(self, im, anns):
     boxes, labels, segms, ids = [], [], [], []
@@ -132,17 +126,18 @@ class CocoSource:
       inter_w = min(x + w, im["width"]) - max(x, 0)
       inter_h = min(y + h, im["height"]) - max(y, 0)
       if w < 1 or h < 1 or ann.get("area", 1) <= 0:
-        self.warnings["skipped boxes under one pixel"] += 1
+        self._warn("boxes under one pixel skipped", ann["id"])
         continue
       if inter_w <= 0 or inter_h <= 0:
-        self.warnings["skipped boxes outside the image"] += 1
+        self._warn("boxes outside the image skipped", ann["id"])
         continue
-      if "segmentation" not in ann:
-        raise DataError(f"{self.ann_file}: annotation id {ann['id']}: no "
-                        f"'segmentation'")
+      segm, why_not = instance_segmentation(ann)
+      if segm is None:
+        self._warn(why_not + " skipped", ann["id"])
+        continue
       boxes.append([x, y, x + w, y + h])
       labels.append(self.cat_to_label[ann["category_id"]])
-      segms.append(ann["segmentation"])
+      segms.append(segm)
       ids.append(ann["id"])
     stem = os.path.splitext(im["file_name"])[0]
     return dict(

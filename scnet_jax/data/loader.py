@@ -42,6 +42,21 @@ def steps_per_epoch(bucket_of, global_batch):
                  for b in np.unique(bucket_of)))
 
 
+def check_steps_per_epoch(source, bucket_of, global_batch):
+  """steps_per_epoch, or DataError naming the annotation file when the
+  training images fill no global batch of one bucket."""
+  spe = steps_per_epoch(bucket_of, global_batch)
+  if spe == 0:
+    per_bucket = np.bincount(bucket_of) if len(bucket_of) else [0]
+    raise DataError(
+        f"{source.ann_file}: {len(bucket_of)} training images (after "
+        f"mmdetection's filters) give no full global batch of "
+        f"{global_batch} images of one bucket (at most "
+        f"{int(np.max(per_bucket))} share a bucket): add images or lower "
+        f"--config.global_batch")
+  return spe
+
+
 class TrainPlan:
   """Sequence of (record index, bucket index, flip, scale index) for one
   host; the scale indexes data.train_scales (0 when it is empty)."""
@@ -61,8 +76,8 @@ class TrainPlan:
     self.num_scales = max(int(num_scales), 1)
     self.steps_per_epoch = steps_per_epoch(bucket_of, global_batch)
     if self.steps_per_epoch == 0:
-      raise ValueError(f"{len(bucket_of)} training images give no full "
-                       f"global batch of {global_batch}")
+      raise DataError(f"{len(bucket_of)} training images give no full "
+                      f"global batch of {global_batch}")
 
   @functools.lru_cache(maxsize=2)
   def _epoch(self, epoch):
@@ -181,6 +196,17 @@ class LoadExample:
       valid = False
     ex["valid"] = np.bool_(valid)
     return ex
+
+
+def read_error(source, index):
+  """Why record `index` cannot be trained on (the DataError's line), or
+  None: the reason behind a `skipped` entry of a batch, which crosses
+  worker processes as a bare index."""
+  try:
+    transforms.load_checked_image(source, source[index])
+  except DataError as e:
+    return str(e)
+  return None
 
 
 def resolve_num_workers(num_workers, local_devices):

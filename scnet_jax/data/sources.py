@@ -39,8 +39,8 @@ def train_source(config, log=print):
   reads_semantic = SEMANTIC_KEY in batch_keys(config, train=True)
   src = CocoSource(ann_file, image_dir, seg_dir if reads_semantic else "",
                    train=True)
-  for what, n in src.warnings.items():
-    log(f"warning: {ann_file}: {n} {what}")
+  for line in src.warning_lines():
+    log(line)
   return src
 
 

@@ -20,7 +20,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from scnet_jax.data.coco import ann_to_rle, _load_json
+from scnet_jax.data.coco import ann_to_rle
+from scnet_jax.data.coco_json import instance_segmentation, load_coco_json
 from scnet_jax.errors import DataError
 
 NAME = "coco_instances"
@@ -63,12 +64,15 @@ def _builder_class():
               for split, paths in self._sources.items()}
 
     def _generate_examples(self, ann_file, image_dir, seg_dir):
-      data = _load_json(ann_file)
-      cats = json.dumps(sorted(data["categories"], key=lambda c: c["id"]))
+      images, annotations, categories = load_coco_json(ann_file)
+      cats = json.dumps(categories)
       per_image = {}
-      for ann in data["annotations"]:
-        per_image.setdefault(ann["image_id"], []).append(ann)
-      for im in data["images"]:
+      for ann in annotations:
+        segm, _ = instance_segmentation(ann)
+        if segm is not None:  # as CocoSource, which counts the others
+          per_image.setdefault(ann["image_id"], []).append(
+              dict(ann, segmentation=segm))
+      for im in images.values():
         anns = per_image.get(im["id"], [])
         path = os.path.join(image_dir, im["file_name"])
         if not os.path.exists(path):

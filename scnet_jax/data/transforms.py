@@ -48,6 +48,19 @@ def thing_semantic_map(masks, labels, background):
   return out
 
 
+def load_checked_image(source, rec):
+  """The record's uint8 RGB image; DataError names the file and why it
+  cannot be used: unreadable, or another size than the annotation file
+  gives (after the EXIF orientation), which its boxes and masks are in."""
+  image = source.load_image(rec)
+  h, w = image.shape[:2]
+  if (h, w) != (rec["height"], rec["width"]):
+    raise DataError(f"{rec['path']}: image is {w}x{h} (width x height, "
+                    f"EXIF orientation applied) but the annotation file "
+                    f"says {rec['width']}x{rec['height']}")
+  return image
+
+
 def check_train_scales(data_cfg):
   """data.train_scales (one drawn per training image; empty: image_scale
   alone), each refused unless it fits within image_scale, which chose
@@ -77,11 +90,8 @@ def prepare_example(source, rec, data_cfg, num_classes, bucket, flip,
   """
   bh, bw = bucket
   g, r = data_cfg.max_instances, data_cfg.mask_crop_size
-  image = source.load_image(rec)
+  image = load_checked_image(source, rec)
   h, w = image.shape[:2]
-  if (h, w) != (rec["height"], rec["width"]):
-    raise DataError(f"{rec['path']}: image is {w}x{h} but the annotation "
-                    f"file says {rec['width']}x{rec['height']}")
   (nh, nw), _ = rescale_size(h, w, image_scale or data_cfg.image_scale)
   if nh > bh or nw > bw:
     raise DataError(f"{rec['path']}: resized size {nh}x{nw} exceeds the "

@@ -16,7 +16,7 @@ import numpy as np
 
 from scnet_jax import progress
 from scnet_jax.data.coco import CocoSource
-from scnet_jax.data.loader import eval_iterator, record_buckets
+from scnet_jax.data.loader import eval_iterator, read_error, record_buckets
 from scnet_jax.evaluation.coco_eval import coco_metrics
 from scnet_jax.evaluation.postprocess import batch_results
 from scnet_jax.models import build_model
@@ -57,6 +57,8 @@ class Evaluator:
                            devices=jax.local_devices())
     self.local_batch = per_device_batch * jax.local_device_count()
     self.cat_ids = np.asarray(self.source.cat_ids)
+    self.index_of = {r["image_id"]: i for i, r in
+                     enumerate(self.source.records)}
     self.progress = progress.enabled(config)
     self.log = progress.logger(log, self.progress)
 
@@ -110,8 +112,9 @@ class Evaluator:
       for image_id in batch["image_id"][batch["error"]]:
         if int(image_id) not in skipped:
           skipped.add(int(image_id))
-          log(f"warning: image id {int(image_id)} of {self.ann_file} could "
-              f"not be read; skipped")
+          why = read_error(source, self.index_of[int(image_id)])
+          log(f"warning: image id {int(image_id)} of {self.ann_file} "
+              f"skipped: {why or 'could not be read'}")
       t0 = time.perf_counter()
       out = dp(dvars, dp.put_batch({k: batch[k] for k in self.model_keys}))
       metas = {k: batch[k] for k in META_KEYS}
@@ -177,12 +180,3 @@ class Evaluator:
     with open(os.path.join(output_dir, "metrics.json"), "w") as f:
       json.dump(out, f, indent=1, sort_keys=True)
     return out
-
-
-def evaluate(config, variables, *, ann_file, image_dir, output_dir,
-             evaluator="faster_coco_eval", per_device_batch=1, workers=2,
-             log=print):
-  """One evaluation (Evaluator) of `variables`; returns the metrics."""
-  return Evaluator(config, ann_file=ann_file, image_dir=image_dir,
-                   evaluator=evaluator, per_device_batch=per_device_batch,
-                   workers=workers, log=log)(variables, output_dir)

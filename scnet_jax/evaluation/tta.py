@@ -162,7 +162,7 @@ class TTAPredictor:
 
 def evaluate_tta(config, variables, *, ann_file, image_dir, output_dir,
                  evaluator="faster_coco_eval", log=print):
-  """TTA predictions of every image of the split, scored as evaluate()
+  """TTA predictions of every image of the split, scored as an Evaluator
   does; writes output_dir/results.json and metrics.json."""
   import json
 

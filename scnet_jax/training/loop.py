@@ -99,51 +99,50 @@ class _Evaluations:
   `val/*` records and the best checkpoint (workdir/best, by
   config.best_metric) kept apart from the rolling ones."""
 
-  def __init__(self, config, workdir, writer, meta, log):
-    self.config, self.workdir = config, workdir
-    self.writer, self.meta, self.log = writer, meta, log
+  def __init__(self, config, workdir, log):
+    """Reads and checks the validation annotations (before anything
+    compiles: a fault there is reported at once)."""
+    from scnet_jax.evaluation.inference import Evaluator
+    self.config, self.workdir, self.log = config, workdir, log
     self.ann_file, self.image_dir = val_paths(config)
+    self.writer = self.meta = None
     self.evaluator = None
-    self._building = None   # Future of the evaluator compiled in a thread
+    self._compiling = None   # Future of the program compiled in a thread
     self.best = None
     self.best_value = None
+    if self.ann_file and (config.eval_every_steps > 0 or config.eval_at_end):
+      self.evaluator = Evaluator(
+          config, ann_file=self.ann_file, image_dir=self.image_dir,
+          evaluator=config.evaluator,
+          per_device_batch=config.eval_batch_per_device, log=log)
     if config.eval_every_steps > 0 and self.ann_file:
       self.best = checkpoint.Checkpointer(os.path.join(workdir, "best"), 1)
       step = self.best.latest_step()
       if step is not None:
         self.best_value = self.best.read_meta(step).get("best_value")
 
-  def compile_in_background(self, variables):
-    """Builds the evaluator and compiles its program in a thread: the
-    training step's compile leaves a CPU core idle for most of its
-    time, so the evaluation's compile costs nothing there (20 s of a
-    tiny run on 2 cores). An error in it is raised by the first
-    evaluation."""
-    c = self.config
-    if self.ann_file and (c.eval_every_steps > 0 or c.eval_at_end):
+  def start(self, writer, meta, variables):
+    """Compiles the evaluation's program in a thread: the training step's
+    compile leaves a CPU core idle for most of its time, so the
+    evaluation's compile costs nothing there (20 s of a tiny run on 2
+    cores). An error in it is raised by the first evaluation."""
+    self.writer, self.meta = writer, meta
+    if self.evaluator is not None:
       pool = concurrent.futures.ThreadPoolExecutor(1)
-      self._building = pool.submit(self._build, variables)
+      self._compiling = pool.submit(self._compile, variables)
       pool.shutdown(wait=False)
 
-  def _build(self, variables=None):
-    from scnet_jax.evaluation.inference import Evaluator
-    c = self.config
-    evaluator = Evaluator(c, ann_file=self.ann_file, image_dir=self.image_dir,
-                          evaluator=c.evaluator,
-                          per_device_batch=c.eval_batch_per_device,
-                          log=self.log)
-    if variables is not None:
-      t0 = time.perf_counter()
-      evaluator.compile(variables)
-      self.log(f"evaluation program compiled beside training: "
-               f"{time.perf_counter() - t0:.1f} s")
-    return evaluator
+  def _compile(self, variables):
+    t0 = time.perf_counter()
+    self.evaluator.compile(variables)
+    self.log(f"evaluation program compiled beside training: "
+             f"{time.perf_counter() - t0:.1f} s")
 
   def __call__(self, step, state, out_dir):
     c = self.config
-    if self.evaluator is None:
-      self.evaluator = (self._building.result() if self._building else
-                        self._build())
+    if self._compiling is not None:
+      self._compiling.result()
+      self._compiling = None
     metrics = self.evaluator(
         {"params": state.params, "batch_stats": state.batch_stats}, out_dir,
         desc=f"eval @ {step}")
@@ -187,10 +186,12 @@ def train(config, workdir, log=print):
 
 
 def _train(config, workdir, ckpt, show, log):
+  # The data first: a fault in it is one line before anything compiles.
   source = _source(config, log)
-  model = build_model(config, axis_name=AXIS)
   bucket_of, _ = loader.record_buckets(source, config.data)
-  spe = loader.steps_per_epoch(bucket_of, config.global_batch)
+  spe = loader.check_steps_per_epoch(source, bucket_of, config.global_batch)
+  evaluations = _Evaluations(config, workdir, log)
+  model = build_model(config, axis_name=AXIS)
   total = total_steps_of(config, spe)
   t0 = time.perf_counter()
   params, batch_stats = init_variables(model, config, config.seed)
@@ -199,7 +200,7 @@ def _train(config, workdir, ckpt, show, log):
   meta = checkpoint.make_meta(config, state.params, source.class_names)
   start = 0
   if ckpt.latest_step() is not None:
-    state, _, start = ckpt.restore(checkpoint.to_host(state), meta)
+    state, _, start = ckpt.restore(checkpoint.to_host(state), meta, log)
     log(f"Resumed from {workdir}/checkpoints/{start} (step {start} of "
         f"{total})")
   elif config.init_from:
@@ -222,9 +223,8 @@ def _train(config, workdir, ckpt, show, log):
   model_keys = model.batch_keys(train=True)
   dp = DataParallel(config.parallel, make_train_step(model, tx))
   writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
-  evaluations = _Evaluations(config, workdir, writer, meta, log)
-  evaluations.compile_in_background(
-      {"params": state.params, "batch_stats": state.batch_stats})
+  evaluations.start(writer, meta, {"params": state.params,
+                                   "batch_stats": state.batch_stats})
   dstate = dp.put_replicated(state)
   del state
   schedule = optim.lr_schedule(config, total)
@@ -289,9 +289,9 @@ def _train(config, workdir, ckpt, show, log):
       counts["dropped"] += dropped
       for r in skipped:
         counts["skipped"] += 1
-        log(f"warning: training image {source[r].get('path', r)} could not be "
-            f"read; replaced by the next readable image of its bucket "
-            f"({counts['skipped']} so far)")
+        why = loader.read_error(source, r) or "could not be read"
+        log(f"warning: training image skipped: {why}; replaced by the next "
+            f"readable image of its bucket ({counts['skipped']} so far)")
       dstate, metrics = dp(dstate, device_batch)
       step += 1
       window.append((step, metrics))

@@ -75,6 +75,7 @@ def test_undecodable_image_is_reported_skipped_counted(trained, tmp_path):
            str(tmp_path / "out"), f"--config.data.val.image_dir={images}")
   assert p.returncode == 0, p.stderr
   assert "image id 4 of" in p.stdout and "1 unreadable images" in p.stdout
+  assert "000003.png: cannot decode image" in p.stdout
   with open(tmp_path / "out" / "metrics.json") as f:
     m = json.load(f)
   assert m["skipped_images"] == 1 and m["num_images"] == 15

@@ -43,8 +43,8 @@ def test_unreadable_training_image_is_skipped_and_counted(tmp_path):
     f.write(b"not a png")
   p = _train(tmp_path / "run", 2, f"--config.data.train.image_dir={images}")
   assert "Traceback" not in p.stderr
-  assert f"training image {images / os.path.basename(bad)} could not be " \
-      "read" in p.stdout
+  assert f"training image skipped: {images / os.path.basename(bad)}: " \
+      "cannot decode image" in p.stdout
   assert "1 unreadable training images were skipped" in p.stdout
   assert _params(tmp_path / "run")[0] == 2
 
