@@ -1,13 +1,29 @@
+"""Test-session settings: 8 host CPU devices, and one XLA compilation cache
+that lives as long as the run."""
 import os
+import shutil
 import tempfile
 
 # 8 host devices for the data-parallel tests; must be set before jax loads.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# One XLA compilation cache for the tests and the train.py / eval.py
-# processes they start (they inherit the environment): many of them
-# compile the same tiny programs, which then load in a fraction of the
-# compile time (programs compiled in over a second; keys hash the program
-# and the compile options).
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
-    tempfile.gettempdir(), "scnet_jax_test_xla_cache"))
+
+_CACHE = "JAX_COMPILATION_CACHE_DIR"
+_made = []
+
+
+def pytest_configure(config):
+  """Many tests, and the train.py / eval.py processes they start, compile
+  the same tiny programs: one cache serves them all (programs compiled in
+  over a second; keys hash the program and the compile options). It is
+  made for this run and removed after it, so the suite's time does not
+  depend on what ran on the machine before. xdist workers start after
+  this with its environment, and so share the controller's cache."""
+  if _CACHE not in os.environ and not hasattr(config, "workerinput"):
+    _made.append(tempfile.mkdtemp(prefix="scnet_jax_xla_cache_"))
+    os.environ[_CACHE] = _made[0]
+
+
+def pytest_unconfigure(config):
+  for path in _made:
+    shutil.rmtree(path, ignore_errors=True)
