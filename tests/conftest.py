@@ -1,11 +1,14 @@
-"""Test-session settings: 8 host CPU devices, and one XLA compilation cache
-that lives as long as the run."""
+"""Test-session settings: 8 host CPU devices, XLA flags that favour
+compile time (tests/xla_flags.py), and one XLA compilation cache that
+lives as long as the run."""
 import os
 import shutil
 import tempfile
 
+from tests.xla_flags import xla_flags
+
 # 8 host devices for the data-parallel tests; must be set before jax loads.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("XLA_FLAGS", xla_flags(8))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 _CACHE = "JAX_COMPILATION_CACHE_DIR"
@@ -19,9 +22,14 @@ def pytest_configure(config):
   made for this run and removed after it, so the suite's time does not
   depend on what ran on the machine before. xdist workers start after
   this with its environment, and so share the controller's cache."""
-  if _CACHE not in os.environ and not hasattr(config, "workerinput"):
+  if hasattr(config, "workerinput"):
+    return
+  if _CACHE not in os.environ:
     _made.append(tempfile.mkdtemp(prefix="scnet_jax_xla_cache_"))
     os.environ[_CACHE] = _made[0]
+  # The test dataset, generated once before any worker reads it.
+  from tests.helpers import shapes_root
+  shapes_root()
 
 
 def pytest_unconfigure(config):

@@ -12,6 +12,7 @@ from scnet_jax.data import loader
 from scnet_jax.data.coco import CocoSource
 from scnet_jax.data.shapes import ensure_dataset
 from scnet_jax.models import batch_keys
+from tests.xla_flags import xla_flags
 
 SHAPES_ROOT = os.path.join(tempfile.gettempdir(), "scnet_jax_test_shapes")
 # Reference facts copied into the repository (fixtures/README.md).
@@ -36,11 +37,9 @@ def shapes_flags():
 def run_command(*args, devices=1):
   """`python *args` (a script of the repository or -m module) in the
   repository root on `devices` CPU devices; output captured."""
-  flags = (f"--xla_force_host_platform_device_count={devices}"
-           if devices > 1 else "")
   return subprocess.run([sys.executable, *args], capture_output=True,
                         text=True, cwd=ROOT,
-                        env=dict(os.environ, XLA_FLAGS=flags))
+                        env=dict(os.environ, XLA_FLAGS=xla_flags(devices)))
 
 
 def tiny_config(family="scnet", **overrides):

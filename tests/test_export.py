@@ -10,6 +10,7 @@ from scnet_jax.export import export_predictor, load_exported
 from scnet_jax.models import build_model
 from scnet_jax.training.state import init_variables
 from tests.helpers import tiny_config, train_batches
+from tests.xla_flags import xla_flags
 
 
 def test_round_trip_equals_in_process(tmp_path):
@@ -56,6 +57,6 @@ def test_loading_runs_no_model_code(tmp_path):
       "assert out['boxes'].shape == (1, 20, 4), out['boxes'].shape\n"
       "print(sorted(m for m in sys.modules if m.startswith('scnet_jax.')))\n")
   p = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                     text=True, env=dict(os.environ, XLA_FLAGS=""))
+                     text=True, env=dict(os.environ, XLA_FLAGS=xla_flags()))
   assert p.returncode == 0, p.stderr
   assert "scnet_jax.models" not in p.stdout

@@ -21,6 +21,7 @@ from scnet_jax.models.roi_heads.bbox_head import BBoxHead
 from scnet_jax.models.roi_heads.feature_relay import FeatureRelayHead
 from scnet_jax.models.roi_heads.mask_head import MaskHead
 from tests.helpers import FIXTURES
+from tests.xla_flags import xla_flags
 
 FILES = {"scnet": "mmdet_scnet_r50_fpn_1x_coco.json",
          "htc": "mmdet_htc_r50_fpn_1x_coco.json",
@@ -211,7 +212,7 @@ def test_cli_writes_a_checkpoint_that_init_from_reads(tmp_path):
                         cfg, "--source", "torchvision", "--checkpoint",
                         str(pth), "--out", str(tmp_path / "w")],
                        capture_output=True, text=True, cwd=root,
-                       env=dict(os.environ, XLA_FLAGS=""))
+                       env=dict(os.environ, XLA_FLAGS=xla_flags()))
   assert out.returncode == 0, out.stderr
   c = config_lib.get_base("mask_rcnn")
   c.data.buckets = ((64, 64),)
@@ -224,6 +225,6 @@ def test_cli_writes_a_checkpoint_that_init_from_reads(tmp_path):
   bad = subprocess.run([sys.executable, "-m", "scnet_jax.convert", "--config",
                         cfg, "--source", "mmdet", "--checkpoint", str(pth),
                         "--out", str(tmp_path / "x")], capture_output=True,
-                       text=True, cwd=root, env=dict(os.environ, XLA_FLAGS=""))
+                       text=True, cwd=root, env=dict(os.environ, XLA_FLAGS=xla_flags()))
   assert bad.returncode == 2 and "unexpected" in bad.stderr
   assert "Traceback" not in bad.stderr

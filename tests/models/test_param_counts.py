@@ -9,6 +9,7 @@ import pytest
 from scnet_jax import config_lib
 from scnet_jax.inspect import part_counts
 from tests.helpers import FIXTURES
+from tests.xla_flags import xla_flags
 
 SPEC = os.path.join(FIXTURES, "checkpoints")
 CASES = [("scnet", "mmdet_scnet_r50_fpn_1x_coco.json", 94_799_269),
@@ -54,5 +55,5 @@ def test_inspect_cli_last_line():
       [sys.executable, "-m", "scnet_jax.inspect", "--config",
        os.path.join(root, "configs", "htc_r50_fpn_1x_coco.py")],
       capture_output=True, text=True, check=True, cwd=root,
-      env=dict(os.environ, XLA_FLAGS=""))
+      env=dict(os.environ, XLA_FLAGS=xla_flags()))
   assert out.stdout.strip().splitlines()[-1] == "total params: 80258293"

@@ -5,6 +5,8 @@ import socket
 import subprocess
 import sys
 
+from tests.xla_flags import xla_flags
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
@@ -16,7 +18,7 @@ def free_port():
 
 def env(devices, process=None, num_processes=None, port=None):
   e = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-           XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+           XLA_FLAGS=xla_flags(devices))
   for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
             "JAX_PROCESS_ID"):
     e.pop(k, None)

@@ -15,6 +15,7 @@ import pytest
 from scnet_jax.checkpoint import Checkpointer
 from scnet_jax.training.writers import read_metrics
 from tests.helpers import shapes_root
+from tests.xla_flags import xla_flags
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CONFIG = os.path.join(ROOT, "configs", "mask_rcnn_tiny_shapes.py")
@@ -31,7 +32,7 @@ def _args(workdir, steps, *extra, config=CONFIG):
 
 
 def _env():
-  return dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+  return dict(os.environ, XLA_FLAGS=xla_flags(2),
               PYTHONPATH=ROOT)
 
 
@@ -129,7 +130,7 @@ def test_workdir_of_another_model_is_refused(reference):
   p = subprocess.run(_args(reference, 8, config=other), capture_output=True,
                      text=True, env=_env(), cwd=ROOT)
   assert p.returncode == 2, p.stderr
-  (line,) = p.stderr.strip().splitlines()
+  (line,) = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
   assert "does not fit the configured model" in line
   assert re.search(r": parameter \S+ is \(.*\) in the checkpoint but "
                    r"\(.*\) in the model$", line), line
