@@ -80,8 +80,8 @@ class CocoSource:
     self.cat_ids = [c["id"] for c in cats]
     self.class_names = [c.get("name", str(c["id"])) for c in cats]
     self.cat_to_label = {cid: i for i, cid in enumerate(self.cat_ids)}
-    self.warnings = collections.Counter()
-    self.warning_ids = collections.defaultdict(list)
+    # (kind of entry, what was wrong) -> the ids of the entries left out.
+    self.skipped = collections.defaultdict(list)
     per_image = collections.defaultdict(list)
     for ann in annotations:
       per_image[ann["image_id"]].append(ann)
@@ -96,25 +96,27 @@ class CocoSource:
       # or too small ones included (it then trains as all background).
       if train and (not per_image[image_id] or min(im["height"],
                                                    im["width"]) < 32):
-        self._warn("images without annotations or under 32 px left out "
-                   "of training", image_id)
+        self.skipped["image", "images without annotations or under 32 px "
+                     "left out of training"].append(image_id)
         continue
       if check_files and not os.path.exists(rec["path"]):
         raise DataError(f"{rec['path']}: image file not found (image id "
                         f"{image_id} of {ann_file})")
       self.records.append(rec)
 
-  def _warn(self, what, entry_id):
-    self.warnings[what] += 1
-    self.warning_ids[what].append(entry_id)
+  @property
+  def warnings(self):
+    """{what was wrong: how many entries were left out for it}."""
+    return collections.Counter({what: len(ids) for (_, what), ids in
+                                self.skipped.items()})
 
   def warning_lines(self):
     """One line per kind of skipped entry, with its count and first ids."""
-    for what, n in self.warnings.items():
-      ids = self.warning_ids[what]
-      kind = "image" if what.startswith("images") else "annotation"
-      shown = ", ".join(str(i) for i in ids[:5]) + (", ..." if n > 5 else "")
-      yield f"warning: {self.ann_file}: {n} {what} ({kind} ids {shown})"
+    for (kind, what), ids in self.skipped.items():
+      shown = ", ".join(str(i) for i in ids[:5]) + (
+          ", ..." if len(ids) > 5 else "")
+      yield (f"warning: {self.ann_file}: {len(ids)} {what} ({kind} ids "
+             f"{shown})")
 
   def _record(self, im, anns):
     boxes, labels, segms, ids = [], [], [], []
@@ -126,14 +128,16 @@ class CocoSource:
       inter_w = min(x + w, im["width"]) - max(x, 0)
       inter_h = min(y + h, im["height"]) - max(y, 0)
       if w < 1 or h < 1 or ann.get("area", 1) <= 0:
-        self._warn("boxes under one pixel skipped", ann["id"])
+        self.skipped["annotation", "boxes under one pixel skipped"].append(
+            ann["id"])
         continue
       if inter_w <= 0 or inter_h <= 0:
-        self._warn("boxes outside the image skipped", ann["id"])
+        self.skipped["annotation", "boxes outside the image skipped"].append(
+            ann["id"])
         continue
       segm, why_not = instance_segmentation(ann)
       if segm is None:
-        self._warn(why_not + " skipped", ann["id"])
+        self.skipped["annotation", why_not + " skipped"].append(ann["id"])
         continue
       boxes.append([x, y, x + w, y + h])
       labels.append(self.cat_to_label[ann["category_id"]])

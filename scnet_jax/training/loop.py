@@ -115,18 +115,20 @@ class _Evaluations:
           config, ann_file=self.ann_file, image_dir=self.image_dir,
           evaluator=config.evaluator,
           per_device_batch=config.eval_batch_per_device, log=log)
-    if config.eval_every_steps > 0 and self.ann_file:
-      self.best = checkpoint.Checkpointer(os.path.join(workdir, "best"), 1)
+
+  def start(self, writer, meta, variables):
+    """Opens workdir/best and compiles the evaluation's program in a
+    thread: the training step's compile leaves a CPU core idle for most
+    of its time, so the evaluation's compile costs nothing there (20 s of
+    a tiny run on 2 cores). An error in it is raised by the first
+    evaluation."""
+    self.writer, self.meta = writer, meta
+    if self.config.eval_every_steps > 0 and self.ann_file:
+      self.best = checkpoint.Checkpointer(
+          os.path.join(self.workdir, "best"), 1)
       step = self.best.latest_step()
       if step is not None:
         self.best_value = self.best.read_meta(step).get("best_value")
-
-  def start(self, writer, meta, variables):
-    """Compiles the evaluation's program in a thread: the training step's
-    compile leaves a CPU core idle for most of its time, so the
-    evaluation's compile costs nothing there (20 s of a tiny run on 2
-    cores). An error in it is raised by the first evaluation."""
-    self.writer, self.meta = writer, meta
     if self.evaluator is not None:
       pool = concurrent.futures.ThreadPoolExecutor(1)
       self._compiling = pool.submit(self._compile, variables)

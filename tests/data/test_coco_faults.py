@@ -112,7 +112,7 @@ def test_trains_what_mmdetection_trains_and_counts_the_rest(tmp_path):
     np.testing.assert_array_equal(rec["labels"], labels)
     np.testing.assert_array_equal(ours.load_masks(rec), masks)
   assert [r["ann_ids"] for r in ours.records] == [[1, 2, 3], [6, 7]]
-  assert dict(ours.warning_ids) == {
+  assert {what: ids for (_, what), ids in ours.skipped.items()} == {
       "boxes under one pixel skipped": [20, 21],
       "boxes outside the image skipped": [22],
       "annotations without a polygon of at least 3 points (an odd number "
@@ -136,8 +136,8 @@ def test_instance_without_a_mask_is_skipped_and_counted(tmp_path,
   ann, d = _write(tmp_path, data)
   src = CocoSource(ann, d, train=True)
   assert 30 not in src.records[0]["ann_ids"]
-  assert src.warning_ids["annotations without a usable segmentation "
-                         "skipped"] == [30]
+  assert src.skipped["annotation", "annotations without a usable "
+                     "segmentation skipped"] == [30]
 
 
 def _dup(key):

@@ -60,6 +60,12 @@ def compile_events():
 def test_data_faults_stop_train_before_anything_compiles(tmp_path,
                                                          compile_events):
   ann, d, data = _dataset(tmp_path, 8)
+  empty = tmp_path / "empty.json"
+  empty.write_text(json.dumps(dict(data, images=[])))
+  config = _coco_config(str(empty), d)
+  config.global_batch = 8
+  with pytest.raises(DataError, match=r"empty.json: 'images' is empty"):
+    train(config, str(tmp_path / "run"))
   config = _coco_config(ann, d)
   config.global_batch = 16
   with pytest.raises(DataError, match=r"ann.json: 8 training images .* no "
