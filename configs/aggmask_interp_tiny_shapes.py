@@ -4,10 +4,8 @@ aggregating the 4 mask cells around it.
 
   python train.py --config configs/aggmask_interp_tiny_shapes.py \
       --workdir runs/aggmask_interp_tiny
-0.514 segm / 0.511 bbox AP on the 200 validation images after 4000 steps
-of SGD with caps of 12, 16, 16, 4, 1 (2026-12-03, one seed; 16 img/s on a
-2-core CPU); not yet run with the AdamW schedule and caps of today's
-config.
+The README's results table has its figure (measured with an earlier SGD
+schedule; not yet re-run with this config's AdamW schedule).
 """
 from scnet_jax import config_lib
 

@@ -14,7 +14,8 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 
 
 def _rpn(**overrides):
-  """RPN settings (SCNET.md 2.3, 3.1): `RPNHead` fields."""
+  """RPN settings (mmdetection's rpn_head, train_cfg.rpn and test_cfg.rpn):
+  `RPNHead` fields."""
   return _updated(ml_collections.ConfigDict(dict(
       type="rpn", anchor_scales=(8,), anchor_ratios=(0.5, 1.0, 2.0),
       round_anchors=False, allowed_border=0, pos_iou_thr=0.7,
@@ -30,7 +31,8 @@ def _updated(section, overrides):
 
 
 def _roi_heads(type_name, **overrides):
-  """RoI head settings shared by every type (SCNET.md 2.4, 2.5, 2.10, 3.2):
+  """RoI head settings shared by every type (mmdetection's roi_head,
+  train_cfg.rcnn and test_cfg.rcnn):
   `StandardRoIHeads` fields; `overrides` sets the type's own."""
   return _updated(ml_collections.ConfigDict(dict(
       type=type_name,
@@ -47,7 +49,7 @@ def _roi_heads(type_name, **overrides):
       mask_target_sampling_ratio=2)), overrides)
 
 
-# The three box stages of every cascade (SCNET.md 3.2).
+# The three box stages of every cascade (mmdetection's cascade configs).
 CASCADE_STAGES = dict(
     stage_iou_thrs=(0.5, 0.6, 0.7), stage_loss_weights=(1.0, 0.5, 0.25),
     stage_target_stds=((0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1),
@@ -371,12 +373,8 @@ def solo_tiny_shapes(system="solo"):
   d.image_scale = (128, 128)
   d.max_instances = 12
   d.mask_crop_size = 32
-  # One seed each, 2026-12-06: AdamW at lr 0.001 gave SOLO 0.509 at 3300
-  # steps and 0.471 at 2700. AggMask in 2000 steps: 0.459, 0.484 and 0.487
-  # with the decays at 8/12 and 11/12, at 9/12 and 11/12 or at 9/12 alone,
-  # 0.465 at lr 0.003; with the decays at 9/12 and 11/12, 0.521 at 2150
-  # steps and 0.510 at 2050 (0.505 since the stem's gradient is lax's,
-  # ops/conv.py: the order of floating-point sums moved).
+  # The shortest schedules that reach 0.50 segm AP on the shapes set; the
+  # README's results section has the schedules tried.
   c.update(optimizer="adamw", base_lr=0.002, weight_decay=0.05,
            warmup_ratio=1.0 / 3,
            total_steps=2800 if system == "solo" else 2050)
@@ -495,8 +493,8 @@ def tiny(c, num_classes=4, image_size=128):
     # CoMask's level rule goes by the box's share of the image: a box of
     # more than an eighth of it pools from P3, where at 128 px a 45-64 px
     # object spans 6-8 cells for a 14x14 head. Every RoI pools from P2,
-    # as the FPN mapper sends every box under 224 px (0.414 -> 0.445
-    # segm AP, one seed each, 2026-12-03 / 2026-12-05).
+    # as the FPN mapper sends every box under 224 px (a higher segm AP:
+    # README, CoMask).
     m.roi_heads.max_level = 0
   for section in (m.roi_heads, m.neck):
     if "semantic_head" in section:
@@ -520,9 +518,9 @@ def tiny_shapes(system):
   # CPU step at this size.
   if "mask_num_convs" in c.model.roi_heads:
     c.model.roi_heads.mask_num_convs = 4
-  # 4 of CoMask's 10 trunk convs: trained from scratch for 1200 steps,
-  # the 64-channel GroupNorm trunk gave 0.445 segm AP with 10 convs and
-  # 0.501 with 4 (one seed each, 2026-12-05), at the same step time.
+  # 4 of CoMask's 10 trunk convs: trained from scratch in the tiny
+  # schedule, the 64-channel GroupNorm trunk learns more with 4 (README,
+  # CoMask).
   if "reg_num_convs" in c.model.roi_heads:
     c.model.roi_heads.reg_num_convs = 4
   # About 10 minutes on 2 CPU cores.

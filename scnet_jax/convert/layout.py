@@ -1,5 +1,5 @@
 """PyTorch state_dict -> our Flax parameters: key renaming rules per source
-and the array layout transforms (SCNET.md 6).
+and the array layout transforms.
 
 Rules map a torch *module* name (the key without .weight/.bias/...) to our
 Flax module path and a layout kind:

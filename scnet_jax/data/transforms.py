@@ -1,5 +1,5 @@
-"""Per-example transforms, equal to mmdetection's train/test pipelines
-(SCNET.md 3.4), ending in fixed shapes.
+"""Per-example transforms, equal to the train/test pipelines of
+mmdetection's SCNet and cascade configs, ending in fixed shapes.
 
 Resize keeping the ratio into image_scale (mmcv rescale rule, bilinear for
 the image, nearest for stuff maps), optional horizontal flip, padding with

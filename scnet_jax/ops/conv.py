@@ -8,9 +8,8 @@ it costs 1.4-7x the forward conv (1x1 and grouped convs gain most). GPUs
 and TPUs have fast native kernel gradients, so there the plain
 `lax.conv_general_dilated` is used; so it is for convs of at most 4
 input channels per group (an RGB stem), whose taps are matmuls too thin
-to pay: the 7x7/2 stem's kernel gradient took 11.6 ms tap-wise and 5.0
-ms in lax (8 images of 128 px), and the tiny AggMask and SCNet train
-steps 14 ms less with it in lax (interleaved in one process, 2026-12-06).
+to pay (lax's kernel gradient is about twice as fast there; README,
+Benchmarks).
 """
 import functools
 

@@ -3,7 +3,7 @@ semantic-segmentation branch on the pyramid, trained with
 L = L_det + alpha * L_segm (per-pixel CE).
 
 RECONSTRUCTION: no public code or full text describes the branch beyond
-that loss. What is built here (/work/shared/spec/SEEDS.md) is HTC's fused
+that loss. What is built here is HTC's fused
 semantic head on the FPN levels (all levels resized to the fusion level,
 stride 8; 1x1 laterals summed; convs; 1x1 logits; a 1x1 embedding) whose
 embedding is resized (bilinear, align_corners=True) to every level and

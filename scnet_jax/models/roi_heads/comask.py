@@ -31,8 +31,7 @@ image (ops/ratio_roi_align.py). Differences from the authors' code: the
 cap on the head's positives is per image (reg_samples_per_image = 96,
 their 192 per GPU of 2 images), so a batch splits over devices the same
 way; the cell weights are detached (their code lets the box loss into the
-mask logits through them; SEEDS.md and the paper's description detach
-them); losses are means over the valid positives (theirs over every
+mask logits through them; the paper's description detaches them); losses are means over the valid positives (theirs over every
 sampled row, all valid there).
 
 Shapes: B images, S sampled RoIs, K = reg_samples_per_image, D
@@ -95,7 +94,7 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
   # code as it runs): their IoULoss multiplies the loss [N * 49] by w
   # [N * 49, 1], a broadcast to [N * 49, N * 49] whose mean is mean(loss)
   # x mean(w): every cell regresses, scaled by the batch's mean weight.
-  # "cell" (the paper's description and SEEDS.md): each cell's loss x its
+  # "cell" (the paper's description): each cell's loss x its
   # own w, so the cells outside the predicted mask never learn, though the
   # test-time mean still weights them by their (unthresholded) p.
   reg_weighting: str = "mean"
