@@ -35,3 +35,17 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
   for path in _made:
     shutil.rmtree(path, ignore_errors=True)
+
+
+# Directories whose files run longest first, so that the two workers
+# finish together instead of one waiting on the other's last long file.
+_FIRST = ("training", "models", "evaluation", "convert")
+
+
+def pytest_collection_modifyitems(session, config, items):
+  def rank(item):
+    folder = item.nodeid.split("/")[1:-1]   # [] for tests/test_*.py
+    if folder and folder[0] in _FIRST:
+      return _FIRST.index(folder[0])
+    return len(_FIRST) + bool(folder)       # then tests/*.py, data, ops
+  items.sort(key=rank)  # stable: the order within a rank stays
