@@ -66,7 +66,7 @@ def _reason(error):
   return (text[:300] + " ...") if len(text) > 300 else text
 
 
-def first_shape_mismatch(expected, saved, what="the checkpoint"):
+def first_shape_mismatch(expected, saved):
   """None, or a sentence naming the first parameter (in path order) that is
   in both trees with different shapes, or in only one of them.
 
@@ -77,13 +77,13 @@ def first_shape_mismatch(expected, saved, what="the checkpoint"):
   for k in sorted(set(want) | set(have)):
     if k not in have:
       return (f"parameter {k} {tuple(np.shape(want[k]))} of the model is "
-              f"missing from {what}")
+              f"missing from the checkpoint")
     if k not in want:
-      return (f"{what} has a parameter {k} {tuple(np.shape(have[k]))} the "
-              f"model does not have")
+      return (f"the checkpoint has a parameter {k} "
+              f"{tuple(np.shape(have[k]))} the model does not have")
     a, b = tuple(np.shape(have[k])), tuple(np.shape(want[k]))
     if a != b:
-      return f"parameter {k} is {a} in {what} but {b} in the model"
+      return f"parameter {k} is {a} in the checkpoint but {b} in the model"
   return None
 
 
@@ -146,8 +146,8 @@ class Checkpointer:
     where = os.path.join(self.directory, str(step))
     saved = ocp.PyTreeCheckpointer().metadata(
         os.path.join(where, "state")).item_metadata.tree
-    why = first_shape_mismatch(params, saved.get("params", {}),
-                               "the checkpoint") or "parameter shapes differ"
+    why = (first_shape_mismatch(params, saved.get("params", {})) or
+           "parameter shapes differ")
     raise CheckpointError(
         f"{where}: checkpoint of model '{meta.get('model_name')}' "
         f"({meta.get('parts')}) does not fit the configured model "
@@ -165,21 +165,24 @@ class Checkpointer:
     steps = sorted(self.manager.all_steps(), reverse=True)
     if not steps:
       raise CheckpointError(f"{self.directory}: holds no complete checkpoint")
-    for step in steps:
-      try:
-        return restore_step(step), step
-      except CheckpointError:
-        raise
-      except Exception as e:  # noqa: BLE001
-        path = os.path.join(self.directory, str(step))
-        aside = ""
-        if set_aside:
-          os.replace(path, path + ".damaged")
-          aside = f"; moved to {path}.damaged"
-        log(f"warning: checkpoint {path} cannot be restored "
-            f"({_reason(e)}){aside}; trying the one before")
-    if set_aside:
-      self.manager.reload()
+    moved = False
+    try:
+      for step in steps:
+        try:
+          return restore_step(step), step
+        except CheckpointError:
+          raise
+        except Exception as e:  # noqa: BLE001
+          path = os.path.join(self.directory, str(step))
+          aside = ""
+          if set_aside:
+            os.replace(path, path + ".damaged")
+            moved, aside = True, f"; moved to {path}.damaged"
+          log(f"warning: checkpoint {path} cannot be restored "
+              f"({_reason(e)}){aside}; trying the one before")
+    finally:
+      if moved:  # the manager lists the steps it saw when it opened
+        self.manager.reload()
     raise CheckpointError(
         f"{self.directory}: none of the checkpoints {sorted(steps)} can be "
         f"restored (see the warnings above)")
@@ -195,7 +198,6 @@ class Checkpointer:
           data=ocp.args.JsonRestore()))
 
     out, step = self.restore_newest(restore_step, log, set_aside=True)
-    self.manager.reload()
     return out["state"], out["data"], step
 
   def close(self):
