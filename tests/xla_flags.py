@@ -13,6 +13,13 @@ COMPILE = ("--xla_backend_optimization_level=0 "
            "--xla_cpu_use_fusion_emitters=false")
 
 
+# For the few tests that run big programs (R-50 at 800 x 800) rather than
+# compile small ones: `jax.jit(..., compiler_options=RUN)` puts XLA's
+# defaults back for that program alone.
+RUN = {"xla_backend_optimization_level": 3,
+       "xla_cpu_use_fusion_emitters": True}
+
+
 def xla_flags(devices=1):
   """XLA_FLAGS for a process with `devices` host CPU devices."""
   return f"--xla_force_host_platform_device_count={devices} {COMPILE}"
