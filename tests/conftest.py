@@ -1,9 +1,12 @@
 """Test-session settings: 8 host CPU devices, XLA flags that favour
 compile time (tests/xla_flags.py), and one XLA compilation cache that
 lives as long as the run."""
+import gc
 import os
 import shutil
 import tempfile
+
+import pytest
 
 from tests.xla_flags import xla_flags
 
@@ -49,3 +52,14 @@ def pytest_collection_modifyitems(session, config, items):
       return _FIRST.index(folder[0])
     return len(_FIRST) + bool(folder)       # then tests/*.py, data, ops
   items.sort(key=rank)  # stable: the order within a rank stays
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+  """A worker runs dozens of files and each compiles its own programs:
+  dropping them after each file keeps a worker's memory flat (programs a
+  later file needs again come back from the compilation cache)."""
+  yield
+  import jax
+  jax.clear_caches()
+  gc.collect()

@@ -17,6 +17,7 @@ from scnet_jax.models import build_model
 from scnet_jax.models.backbones.resnet import ResNet
 from scnet_jax.predictor import load_config
 from scnet_jax.training.state import init_variables
+from tests.xla_flags import RUN
 
 # Random heads score about 0.6-0.9 here; a threshold above the default
 # 0.05 keeps fewer than 100 detections, so the set is fixed by the
@@ -52,7 +53,7 @@ def test_resnet50_features_match_torchvision():
       {"params": {"backbone": fresh["params"]},
        "batch_stats": {"backbone": fresh["batch_stats"]}},
       backbone_only=True)
-  feats = jax.jit(ours.apply)({c: v["backbone"] for c, v in
+  feats = jax.jit(ours.apply, compiler_options=RUN)({c: v["backbone"] for c, v in
                                variables.items()}, x)
   with torch.no_grad():
     t = torch.tensor(x).permute(0, 3, 1, 2)
@@ -101,8 +102,8 @@ def maskrcnn_pair(request):
   canvas[0, :h, :w] = image
   batch = {"image": canvas, "image_hw": np.array([[h, w]], np.int32)}
   out, inter = jax.jit(lambda v, b: model.apply(
-      v, b, method=model.predict, mutable=["intermediates"]))(variables,
-                                                              batch)
+      v, b, method=model.predict, mutable=["intermediates"]),
+                       compiler_options=RUN)(variables, batch)
   with torch.no_grad():
     t = torch.tensor(image).permute(2, 0, 1).float() / 255.0
     images, _ = tv.transform([t])

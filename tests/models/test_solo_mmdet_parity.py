@@ -21,6 +21,7 @@ from scnet_jax.errors import ConfigError
 from scnet_jax.models import build_model
 from scnet_jax.ops.paste import paste_image_masks
 from scnet_jax.training.state import init_variables
+from tests.xla_flags import RUN
 
 SIDE = 320
 BUCKET = (352, 480)
@@ -133,8 +134,8 @@ def ours(strides=None):
            "image_hw": np.array([[SIDE, SIDE]], np.int32)}
   batch["image"][0, :SIDE, :SIDE] = image
   dets, inter = jax.jit(lambda v, b: model.apply(
-      v, b, method=model.predict, mutable=["intermediates"]))(variables,
-                                                              batch)
+      v, b, method=model.predict, mutable=["intermediates"]),
+                        compiler_options=RUN)(variables, batch)
   return dets, inter["intermediates"]["mask_head"]
 
 

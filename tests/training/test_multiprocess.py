@@ -175,7 +175,7 @@ for mode in ("pmap", "shard_map"):
   during = list(events)
   print(mode, during, "sum", float(dp.get_replicated(total)))
 """
-LATE_S = 40
+LATE_S = 35
 
 
 @pytest.mark.parametrize("first", ["step", "gather"])
