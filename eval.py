@@ -7,81 +7,10 @@
 
 Prints the COCO bbox and segm tables, writes OUTPUT/results.json and
 OUTPUT/metrics.json (and OUTPUT/vis/*.png with --visualize). Started as
-several processes (README, multi-host) they split the images and process 0
+several processes (docs/distributed.md) they split the images and process 0
 writes the files.
 """
-import os
-
-from absl import flags
-
-from scnet_jax.cli import checkpoint_flag, config_flag, run_cli
-
-FLAGS = flags.FLAGS
-config_flag()
-checkpoint_flag()
-flags.DEFINE_string("output", None, "Output folder (default: "
-                    "CHECKPOINT/eval).")
-flags.DEFINE_enum("evaluator", "faster_coco_eval",
-                  ["faster_coco_eval", "pycocotools"], "COCO API to use.")
-flags.DEFINE_integer("visualize", 0, "Write this many prediction pictures.")
-flags.DEFINE_float("vis_score_thr", 0.3, "Display threshold of the pictures "
-                   "(independent of the evaluation threshold).")
-flags.DEFINE_bool("compare_gt", False, "Pictures show the ground truth "
-                  "beside the predictions.")
-flags.DEFINE_integer("batch_per_device", 1, "Images per device per batch.")
-flags.DEFINE_bool("tta", False, "Also evaluate with test-time augmentation "
-                  "(config.test_aug: scales and flip), into OUTPUT/tta.")
-flags.DEFINE_integer("workers", 2, "Post-processing worker processes.")
-
-
-def main(argv):
-  del argv
-  from scnet_jax.parallel import initialize_distributed
-  initialize_distributed()  # several processes split the images
-  import jax
-
-  from scnet_jax import checkpoint
-  from scnet_jax.data.sources import val_paths
-  from scnet_jax.evaluation.inference import Evaluator
-  from scnet_jax.models import build_model
-  from scnet_jax.predictor import abstract_variables
-
-  config = FLAGS.config
-  if FLAGS.tta:  # refused before the long plain evaluation, not after
-    from scnet_jax.evaluation.tta import check_config
-    check_config(config)
-  ann_file, image_dir = val_paths(config)
-  # Reads and checks the annotations before the checkpoint and compiling.
-  evaluator = Evaluator(config, ann_file=ann_file, image_dir=image_dir,
-                        evaluator=FLAGS.evaluator,
-                        per_device_batch=FLAGS.batch_per_device,
-                        workers=FLAGS.workers)
-  model = build_model(config)
-  variables, step = checkpoint.restore_params(
-      FLAGS.checkpoint, config, abstract_variables(model, config))
-  print(f"Loaded {FLAGS.checkpoint} (step {step})")
-  output = FLAGS.output or os.path.join(FLAGS.checkpoint, "eval")
-  metrics = evaluator(variables, output)
-  if FLAGS.visualize and jax.process_index() == 0:
-    from scnet_jax.evaluation.pictures import write_prediction_pictures
-    paths = write_prediction_pictures(
-        os.path.join(output, "results.json"), ann_file, image_dir,
-        os.path.join(output, "vis"), FLAGS.visualize, FLAGS.vis_score_thr,
-        compare_gt=FLAGS.compare_gt,
-        class_names=checkpoint.read_class_names(FLAGS.checkpoint))
-    print(f"wrote {len(paths)} pictures to {os.path.join(output, 'vis')}")
-  print(f"bbox AP {metrics['bbox_AP']:.4f}  segm AP {metrics['segm_AP']:.4f}"
-        f"  ({os.path.join(output, 'metrics.json')})")
-  if FLAGS.tta and jax.process_index() == 0:  # TTA runs on process 0 alone
-    from scnet_jax.evaluation.tta import evaluate_tta
-    tta = evaluate_tta(config, variables, ann_file=ann_file,
-                       image_dir=image_dir,
-                       output_dir=os.path.join(output, "tta"),
-                       evaluator=FLAGS.evaluator)
-    print(f"TTA: bbox AP {tta['bbox_AP']:.4f}  segm AP {tta['segm_AP']:.4f}"
-          f"  (plain {metrics['bbox_AP']:.4f} / {metrics['segm_AP']:.4f}; "
-          f"{os.path.join(output, 'tta', 'metrics.json')})")
-
+from scnet_jax.commands import evaluate
 
 if __name__ == "__main__":
-  run_cli(main)
+  evaluate()
