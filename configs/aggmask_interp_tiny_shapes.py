@@ -4,8 +4,8 @@ aggregating the 4 mask cells around it.
 
   python train.py --config configs/aggmask_interp_tiny_shapes.py \
       --workdir runs/aggmask_interp_tiny
-The README's results table has its figure (measured with an earlier SGD
-schedule; not yet re-run with this config's AdamW schedule).
+docs/results.md has its figure (measured with an earlier SGD schedule;
+not yet re-run with this config's AdamW schedule).
 """
 from scnet_jax import config_lib
 

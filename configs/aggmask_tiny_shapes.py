@@ -6,7 +6,7 @@ SOLO with aggregated cell masks.
 Mask interpolation: configs/aggmask_interp_tiny_shapes.py. AdamW at lr
 0.002, the weight generator at a tenth of it, 2050 steps, decays at 9/12
 and 11/12. Expected: about 0.50 segm AP on the 200 validation images in
-about 15 minutes on a 2-core CPU (the README's results table).
+about 15 minutes on a 2-core CPU (docs/results.md).
 """
 from scnet_jax import config_lib
 

@@ -3,8 +3,7 @@
   python train.py --config configs/solo_tiny_shapes.py \
       --workdir runs/solo_tiny
 AdamW at lr 0.002, 2800 steps. Expected: about 0.50 segm AP on the 200
-validation images in about 15 minutes on a 2-core CPU (the README's
-results table).
+validation images in about 15 minutes on a 2-core CPU (docs/results.md).
 """
 from scnet_jax import config_lib
 

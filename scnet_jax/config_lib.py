@@ -374,7 +374,7 @@ def solo_tiny_shapes(system="solo"):
   d.max_instances = 12
   d.mask_crop_size = 32
   # The shortest schedules that reach 0.50 segm AP on the shapes set; the
-  # README's results section has the schedules tried.
+  # schedules tried are in docs/results.md.
   c.update(optimizer="adamw", base_lr=0.002, weight_decay=0.05,
            warmup_ratio=1.0 / 3,
            total_steps=2800 if system == "solo" else 2050)
@@ -494,7 +494,7 @@ def tiny(c, num_classes=4, image_size=128):
     # more than an eighth of it pools from P3, where at 128 px a 45-64 px
     # object spans 6-8 cells for a 14x14 head. Every RoI pools from P2,
     # as the FPN mapper sends every box under 224 px (a higher segm AP:
-    # README, CoMask).
+    # docs/models/comask.md).
     m.roi_heads.max_level = 0
   for section in (m.roi_heads, m.neck):
     if "semantic_head" in section:
@@ -511,7 +511,7 @@ def tiny(c, num_classes=4, image_size=128):
 
 def tiny_shapes(system):
   """A small `system` model on the embedded shapes dataset, sized to train
-  on a 2-core CPU in minutes (see README for the measured AP)."""
+  on a 2-core CPU in minutes (docs/results.md has the measured AP)."""
   c = tiny(get_base(system), num_classes=4, image_size=128)
   c.model_name = f"{system}_tiny_shapes"
   # 4 of SCNet's 12 mask-head convs: the 12-conv head alone costs 60% of a
@@ -519,8 +519,8 @@ def tiny_shapes(system):
   if "mask_num_convs" in c.model.roi_heads:
     c.model.roi_heads.mask_num_convs = 4
   # 4 of CoMask's 10 trunk convs: trained from scratch in the tiny
-  # schedule, the 64-channel GroupNorm trunk learns more with 4 (README,
-  # CoMask).
+  # schedule, the 64-channel GroupNorm trunk learns more with 4
+  # (docs/models/comask.md).
   if "reg_num_convs" in c.model.roi_heads:
     c.model.roi_heads.reg_num_convs = 4
   # About 10 minutes on 2 CPU cores.

@@ -8,8 +8,7 @@ it costs 1.4-7x the forward conv (1x1 and grouped convs gain most). GPUs
 and TPUs have fast native kernel gradients, so there the plain
 `lax.conv_general_dilated` is used; so it is for convs of at most 4
 input channels per group (an RGB stem), whose taps are matmuls too thin
-to pay (lax's kernel gradient is about twice as fast there; README,
-Benchmarks).
+to pay (lax's kernel gradient is about twice as fast there; docs/benchmarks.md).
 """
 import functools
 

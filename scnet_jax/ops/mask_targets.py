@@ -8,7 +8,7 @@ do not fit a static-shape batch, so the host stores each instance as a
 device runs the same RoIAlign on that crop, with a one-cell zero border
 standing in for the empty mask outside the box (`mask_targets`). The
 agreement with the full-resolution rule is measured in
-tests/ops/test_mask_targets.py and reported in the README.
+tests/ops/test_masks_resize.py and reported in docs/parity.md.
 """
 import jax.numpy as jnp
 import numpy as np

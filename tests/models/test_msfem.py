@@ -1,5 +1,5 @@
 """MSFEM (necks/msfem.py): parameter counts derived by hand from the layer
-list (SEEDS.md; the authors' `SIM`), layer by layer; shapes; bad fields
+list (the CoMask authors' `SIM` module), layer by layer; shapes; bad fields
 refused."""
 import jax
 import jax.numpy as jnp

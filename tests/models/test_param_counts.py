@@ -29,7 +29,7 @@ def test_totals_equal_spec(family, spec_file, total):
 
 
 def test_scnet_parts_equal_spec_table():
-  # SCNET.md 5.1, per module.
+  # mmdetection 3.3's SCNet R-50-FPN, counted per module.
   counts = part_counts(config_lib.get_base("scnet"))
   assert counts["backbone"] == 23_508_032
   assert counts["neck"] == 3_344_384

@@ -77,7 +77,7 @@ def test_rounded_anchors_match_torchvision():
 
 
 def test_mmdet_anchor_facts():
-  # SCNET.md 2.3: sizes 8 * stride, h = 8 s sqrt(r), no rounding, ratio
+  # mmdetection's AnchorGenerator: sizes 8 * stride, h = 8 s sqrt(r), no rounding, ratio
   # order 0.5, 1, 2, centres at the cell's top-left, (y W + x) A + a.
   for s in (4, 8, 16, 32, 64):
     base = ops.base_anchors(s)
