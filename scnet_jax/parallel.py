@@ -202,9 +202,10 @@ def sync(name, timeout_s=1800):
   collective (multihost_utils.sync_global_devices): the first collective
   opens gloo's context, whose rendezvous gives up after 30 s, and process
   0 alone may spend longer than that generating the shapes dataset while
-  the others wait here."""
+  the others wait here. Orbax's barrier function is that barrier through
+  a public API (JAX has none of its own)."""
   if jax.process_count() > 1:
-    from jax._src import distributed
+    from orbax.checkpoint import multihost
     _BARRIERS[name] += 1   # a barrier's id serves once
-    distributed.global_state.client.wait_at_barrier(
-        f"{name}/{_BARRIERS[name]}", timeout_in_ms=timeout_s * 1000)
+    multihost.get_barrier_sync_fn()(key=f"{name}/{_BARRIERS[name]}",
+                                    timeout_ms=timeout_s * 1000)

@@ -1,4 +1,5 @@
 """Shared test fixtures: a tiny generated shapes dataset and real batches."""
+import contextlib
 import functools
 import os
 import subprocess
@@ -25,6 +26,29 @@ def shapes_root():
   ensure_dataset(SHAPES_ROOT, num_train=48, num_val=16, size=128, seed=0,
                  log=lambda *a: None)
   return SHAPES_ROOT
+
+
+# The event JAX's monitoring records each time a jitted function needs an
+# executable it does not hold yet: compiled, or read from the persistent
+# compilation cache (not when its in-memory cache has it).
+BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
+
+
+@contextlib.contextmanager
+def compiles():
+  """Yields a list that gets the name of the function of each XLA
+  compilation in the block."""
+  import jax
+  seen = []
+
+  def listener(name, *args, fun_name="?", **kwargs):
+    if name == BACKEND_COMPILE:
+      seen.append(fun_name)
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield seen
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def shapes_flags():
@@ -126,12 +150,14 @@ def jit_train_and_predict(config):
   (_, losses), grads = step(params, b1, jax.random.PRNGKey(0))
   assert all(np.isfinite(float(v)) for v in losses.values()), losses
   assert np.isfinite(max_abs(grads))
-  step(params, b2, jax.random.PRNGKey(1))
-  assert step._cache_size() == 1  # new data, same program
+  with compiles() as again:
+    step(params, b2, jax.random.PRNGKey(1))
+  assert not again  # new data, same program
   predict = jax.jit(lambda p, b: model.apply(
       {"params": p, "batch_stats": stats}, b, method=model.predict))
   out = predict(params, b1)
   assert np.isfinite(np.asarray(out.boxes)).all()
-  predict(params, b2)
-  assert predict._cache_size() == 1
+  with compiles() as again:
+    predict(params, b2)
+  assert not again
   return losses, out

@@ -53,12 +53,14 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                     precision, preferred_element_type)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
-def _conv_nhwc(x, w, strides, padding, groups, precision, out_dtype):
+def _conv_nhwc_plain(x, w, strides, padding, groups, precision, out_dtype):
   return lax.conv_general_dilated(
       x, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
       feature_group_count=groups, precision=precision,
       preferred_element_type=out_dtype)
+
+
+_conv_nhwc = jax.custom_vjp(_conv_nhwc_plain, nondiff_argnums=(2, 3, 4, 5, 6))
 
 
 def _conv_fwd(x, w, strides, padding, groups, precision, out_dtype):
@@ -71,8 +73,8 @@ def _conv_bwd(strides, padding, groups, precision, out_dtype, res, g):
   # The conv is linear in x: transposing it gives dX without re-running the
   # forward pass that a vjp would trace.
   (dx,) = jax.linear_transpose(
-      lambda x_: _conv_nhwc.fun(x_, w, strides, padding, groups, precision,
-                                out_dtype), x)(g)
+      lambda x_: _conv_nhwc_plain(x_, w, strides, padding, groups,
+                                  precision, out_dtype), x)(g)
   return dx, kernel_grad(x, g, w.shape, strides, padding, groups,
                          precision).astype(w.dtype)
 

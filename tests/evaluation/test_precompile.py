@@ -1,10 +1,7 @@
 """Evaluator.compile: the prediction program compiled ahead (train.py
 does it beside the training step's compile) is the one the evaluation
-runs, for both data-parallel modes, so the evaluation compiles nothing
-that reads the image batch."""
-import io
-import logging
-
+runs, for both data-parallel modes: the evaluation compiles nothing
+(counted through jax.monitoring)."""
 import jax
 import numpy as np
 import pytest
@@ -12,23 +9,7 @@ import pytest
 from scnet_jax.evaluation.inference import Evaluator
 from scnet_jax.models import build_model
 from scnet_jax.predictor import abstract_variables
-from tests.helpers import shapes_root, tiny_config
-
-
-def _compiles(fn):
-  """Runs fn with JAX's compile log on; returns the logged 'Compiling'
-  lines that name the image batch (uint8)."""
-  buf = io.StringIO()
-  handler = logging.StreamHandler(buf)
-  logger = logging.getLogger("jax")
-  logger.addHandler(handler)
-  try:
-    with jax.log_compiles():
-      fn()
-  finally:
-    logger.removeHandler(handler)
-  return [line for line in buf.getvalue().splitlines()
-          if line.startswith("Compiling") and "uint8" in line]
+from tests.helpers import compiles, shapes_root, tiny_config
 
 
 @pytest.mark.parametrize("parallel", ["pmap", "shard_map"])
@@ -41,9 +22,11 @@ def test_evaluation_runs_the_precompiled_program(tmp_path, parallel):
   evaluator = Evaluator(config, ann_file=f"{root}/annotations/val.json",
                         image_dir=f"{root}/val", evaluator="pycocotools",
                         workers=0, log=lambda *a: None)
-  assert len(_compiles(lambda: evaluator.compile(variables))) == 1
+  with compiles() as seen:
+    evaluator.compile(variables)
+  assert len(seen) == 1, seen
   metrics = {}
-  compiled = _compiles(lambda: metrics.update(evaluator(variables,
-                                                        str(tmp_path))))
-  assert compiled == []
+  with compiles() as seen:
+    metrics.update(evaluator(variables, str(tmp_path)))
+  assert seen == []
   assert metrics["num_images"] == 16
