@@ -1,9 +1,15 @@
-"""Parameter count of each top-level part of a model, without allocating it.
+"""Parameter count of each top-level part of a model, without allocating
+it; or the whole config.
 
   python -m scnet_jax.inspect --config configs/scnet_r50_fpn_1x_coco.py
+  python -m scnet_jax.inspect --config configs/scnet_tiny_shapes.py \
+      --config.model.num_classes=5 --print_config
 
 Counts parameters only (BatchNorm scale and bias included, running
-statistics not), from jax.eval_shape.
+statistics not), from jax.eval_shape. --print_config prints the config
+with every field of every part, defaults included, as JSON: what a
+training run writes to WORKDIR/config.json (and what
+configs/from_json.py reads back).
 """
 import jax
 import numpy as np
@@ -28,6 +34,10 @@ def part_counts(config):
 
 def main(argv):
   del argv
+  if FLAGS.print_config:
+    from scnet_jax.models import resolve_config
+    print(resolve_config(FLAGS.config).to_json(indent=1))
+    return
   counts = part_counts(FLAGS.config)
   width = max(len(k) for k in counts)
   for k in sorted(counts):
@@ -37,4 +47,7 @@ def main(argv):
 
 if __name__ == "__main__":
   config_flag()
+  flags.DEFINE_bool("print_config", False, "Print the complete config "
+                    "(every part field, defaults included) as JSON instead "
+                    "of the parameter counts.")
   run_cli(main)

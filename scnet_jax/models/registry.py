@@ -62,6 +62,20 @@ def check_part(registry, section, cfg, injected):
   return cls
 
 
+def complete_section(registry, section, cfg, injected):
+  """cfg's fields plus every other field the part's class takes, at the
+  class's default; the detector's own arguments (`injected`) left out."""
+  cls = part_class(registry, section, cfg)
+  full = {"type": cfg.type}
+  for f in dataclasses.fields(cls):
+    if f.name in cfg:
+      full[f.name] = cfg[f.name]
+    elif f.name not in injected | {"parent", "name"}:
+      full[f.name] = (f.default_factory() if f.default is dataclasses.MISSING
+                      else f.default)
+  return full
+
+
 def build_part(registry, section, cfg, **injected):
   """An instance of the part, from its config section plus `injected`."""
   cls = part_class(registry, section, cfg)

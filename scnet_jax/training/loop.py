@@ -23,7 +23,7 @@ from scnet_jax import checkpoint, progress
 from scnet_jax.data import loader
 from scnet_jax.data.sources import train_source, val_paths
 from scnet_jax.errors import ConfigError, NonFiniteLossError
-from scnet_jax.models import build_model
+from scnet_jax.models import build_model, resolve_config
 from scnet_jax.parallel import (DataParallel, check_batch,
                                 initialize_distributed, sync)
 from scnet_jax.training import optim
@@ -209,9 +209,10 @@ def _train(config, workdir, ckpt, show, log):
     state = state.replace(params=load_init_weights(
         config, state.params, config.init_from, log))
   if jax.process_index() == 0:
-    # Written once the workdir is known to be this model's.
+    # Written once the workdir is known to be this model's; every part
+    # field included, so configs/from_json.py reproduces the run from it.
     with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json(indent=1))
+      f.write(resolve_config(config).to_json(indent=1))
   workers = loader.resolve_num_workers(config.data.num_workers,
                                        jax.local_device_count())
   log(f"Model {config.model_name}: "
@@ -277,8 +278,9 @@ def _train(config, workdir, ckpt, show, log):
     if step % config.log_every == 0 or step == total:
       dt = now - clock["t"]
       ips = clock["images"] / dt if dt > 0 else 0.0
+      # Every loss term, whatever its stage prefix (s3., ext., ...).
       losses = " ".join(f"{k}={v:.4f}" for k, v in sorted(record.items())
-                        if k.startswith(("loss", "s0", "s1", "s2")))
+                        if k not in ("step", "epoch", "lr", "grad_norm"))
       log(f"step {step}/{total} epoch {step / spe:.2f} {ips:.1f} img/s "
           f"lr={record['lr']:.5f} {losses}")
       bar.set_postfix_str(f"loss={record['loss']:.3f} {ips:.1f} img/s")

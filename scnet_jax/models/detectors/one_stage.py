@@ -22,6 +22,8 @@ def part_arguments(cfg, axis_name=None):
 class OneStageDetector(Detector):
   """cfg, axis_name: see detectors/base.Detector."""
 
+  part_arguments = staticmethod(part_arguments)
+
   PARTS = (("backbone", registry.BACKBONES), ("neck", registry.NECKS),
            ("mask_head", registry.MASK_HEADS))
 
@@ -51,15 +53,25 @@ class OneStageDetector(Detector):
     self.mask_head = build("mask_head", registry.MASK_HEADS)
 
   def batch_keys(self, train):
-    """The batch entries `loss` (train) or `predict` reads."""
-    return IMAGE_KEYS + INSTANCE_KEYS if train else IMAGE_KEYS
+    """The batch entries `loss` (train) or `predict` reads: in training
+    the instances and what the neck's own loss reads."""
+    if not train:
+      return IMAGE_KEYS
+    keys = IMAGE_KEYS + INSTANCE_KEYS
+    neck = registry.part_class(registry.NECKS, "neck", self.cfg.neck)
+    return keys + tuple(k for k in neck.train_batch_keys(self.cfg.neck)
+                        if k not in keys)
 
   def loss(self, batch):
-    """Named float32 losses (weights applied); the total is their sum."""
+    """Named float32 losses (weights applied); the total is their sum:
+    the neck's own (e.g. SFPN's semantic loss) and the mask head's."""
     keys = self.sampling_keys(batch)
-    feats, canvas = self.neck_and_canvas(batch["image"], batch["image_hw"])
-    return self.mask_head.loss(feats, canvas, GroundTruth.from_batch(batch),
-                               keys)
+    gt = GroundTruth.from_batch(batch)
+    c_feats, canvas = self.backbone_features(batch["image"],
+                                             batch["image_hw"])
+    feats, losses = self.neck.loss(c_feats, canvas, gt, self.axis_name)
+    losses.update(self.mask_head.loss(feats, canvas, gt, keys))
+    return losses
 
   def predict(self, batch):
     """Detections in resized-image pixels, masks over the canvas."""

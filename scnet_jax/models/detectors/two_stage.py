@@ -41,6 +41,8 @@ def part_arguments(cfg, axis_name=None):
 class TwoStageDetector(Detector):
   """cfg, axis_name: see detectors/base.Detector."""
 
+  part_arguments = staticmethod(part_arguments)
+
   PARTS = (("backbone", registry.BACKBONES), ("neck", registry.NECKS),
            ("rpn", registry.DENSE_HEADS), ("roi_heads", registry.ROI_HEADS))
 
