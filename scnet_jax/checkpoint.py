@@ -30,7 +30,7 @@ import orbax.checkpoint as ocp
 from scnet_jax.errors import CheckpointError
 
 # Config sections of the model whose `type` names the checkpoint's parts.
-PARTS = ("backbone", "neck", "rpn", "roi_heads")
+PARTS = ("backbone", "neck", "rpn", "roi_heads", "mask_head")
 
 
 def params_digest(params):

@@ -60,8 +60,9 @@ def define_eval_flags():
                      "pictures (independent of the evaluation threshold).")
   flags.DEFINE_bool("compare_gt", False, "Pictures show the ground truth "
                     "beside the predictions.")
-  flags.DEFINE_integer("batch_per_device", 1, "Images per device per "
-                       "batch.")
+  flags.DEFINE_integer("batch_per_device", None, "Images per device per "
+                       "batch (default: the config's "
+                       "eval_batch_per_device, as training's evaluation).")
   flags.DEFINE_bool("tta", False, "Also evaluate with test-time "
                     "augmentation (config.test_aug: scales and flip), into "
                     "OUTPUT/tta.")
@@ -90,7 +91,8 @@ def eval_main(argv):
   # Reads and checks the annotations before the checkpoint and compiling.
   evaluator = Evaluator(config, ann_file=ann_file, image_dir=image_dir,
                         evaluator=FLAGS.evaluator,
-                        per_device_batch=FLAGS.batch_per_device,
+                        per_device_batch=(FLAGS.batch_per_device or
+                                          config.eval_batch_per_device),
                         workers=FLAGS.workers)
   model = build_model(config)
   variables, step = checkpoint.restore_params(

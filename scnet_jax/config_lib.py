@@ -498,7 +498,9 @@ def tiny(c, num_classes=4, image_size=128):
     m.roi_heads.max_level = 0
   for section in (m.roi_heads, m.neck):
     if "semantic_head" in section:
-      section.semantic_head.num_classes = num_classes + 1
+      # Thing-only labels (no stuff maps): the classes and a background,
+      # following model.num_classes when it is overridden.
+      section.semantic_head.num_classes = m.get_ref("num_classes") + 1
   m.test.update(max_per_img=20, pre_nms_topk=1000)
   c.data.buckets = ((image_size, image_size),)
   c.data.image_scale = (image_size, image_size)
