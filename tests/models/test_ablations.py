@@ -8,7 +8,7 @@ import pytest
 from scnet_jax.errors import ConfigError
 from scnet_jax.models import build_model
 from scnet_jax.training.state import init_variables
-from tests.helpers import flat, losses_fn, tiny_config
+from tests.helpers import flat, losses_fn, tiny_config, train_batches
 
 # Table 2's baseline: Cascade Mask R-CNN with the semantic branch, i.e.
 # the SCNet heads with the three switches off and HTC's plain conv stacks
@@ -110,13 +110,19 @@ def test_table2_global_context_alone():
 
 
 def test_table2_all_three_is_scnet():
-  params, losses, _, per = _train_step(_row(), terms=("loss_mask",))
+  """Also Table 5's chosen global-context loss weight, 3 (the default)."""
+  config = _row()
+  assert config.model.roi_heads.glbctx_loss_weight == 3.0
+  params, losses, total, per = _train_step(config, terms=("loss_mask",))
   assert _modules(params) == CASCADE | {"mask_head_0", "semantic_head",
                                         "glbctx_head", "feat_relay_head"}
   g = per["loss_mask"]
   assert _reached(g, "feat_relay_head") and _reached(g, "glbctx_head")
   assert _reached(g, "bbox_head_2/shared_fcs")
   assert not _reached(g, "bbox_head_0") and not _reached(g, "bbox_head_1")
+  assert losses["loss_glbctx"] > 0
+  assert _reached(total, "glbctx_head/convs")
+  assert _reached(total, "glbctx_head/fc")
 
 
 def test_table3_naive_sample_consistency_feeds_every_head_the_last_stage():
@@ -156,23 +162,30 @@ def test_table4_feature_relay_on_mask_rcnn():
   assert not _reached(g, "bbox_head_0/fc_cls")
 
 
-@pytest.mark.parametrize("weight", [0.0, 3.0])
-def test_table5_global_context_loss_weight(weight):
+def test_table5_global_context_loss_weight_zero():
+  """Weight 0 keeps the branch: its feature trains through the fusion,
+  its classifier gets nothing (weight 3: test_table2_all_three_is_scnet)."""
   params, losses, g, _ = _train_step(
-      _row(**{"model.roi_heads.glbctx_loss_weight": weight}))
+      _row(**{"model.roi_heads.glbctx_loss_weight": 0.0}))
   assert "glbctx_head" in _modules(params)
-  assert (losses["loss_glbctx"] > 0) == (weight > 0)
-  # Weight 0 keeps the branch: its feature trains through the fusion, its
-  # classifier gets nothing.
+  assert losses["loss_glbctx"] == 0
   assert _reached(g, "glbctx_head/convs")
-  assert _reached(g, "glbctx_head/fc") == (weight > 0)
+  assert not _reached(g, "glbctx_head/fc")
 
 
 def test_table5_global_context_absent():
-  params, losses, _, _ = _train_step(
-      _row(**{"model.roi_heads.global_context": False}))
-  assert "glbctx_head" not in _modules(params)
-  assert "loss_glbctx" not in losses
+  """No branch, no loss: read from the traced step (the step itself is
+  Table 2's rows' with the switch off)."""
+  config = _row(**{"model.roi_heads.global_context": False})
+  model = build_model(config)
+  shapes = jax.eval_shape(lambda b: model.init(
+      {"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)},
+      b, method=model.loss), *train_batches(config, 1))
+  assert "glbctx_head" not in shapes["params"]
+  losses = jax.eval_shape(lambda v, b: model.apply(
+      v, b, method=model.loss, rngs={"sample": jax.random.PRNGKey(0)}),
+      shapes, *train_batches(config, 1))
+  assert "loss_glbctx" not in losses and "loss_semantic_seg" in losses
 
 
 @pytest.mark.parametrize("system,field,value,message", [

@@ -9,10 +9,10 @@ import torch
 
 from scnet_jax import config_lib
 from scnet_jax.inspect import part_counts
-from scnet_jax.models import batch_keys
+from scnet_jax.models import batch_keys, build_model
 from scnet_jax.models.losses import semantic_ce
 from tests.helpers import (flat, grad_max, jit_train_and_predict, losses_fn,
-                           tiny_config)
+                           tiny_config, train_batches)
 from tests.mmdet_reference import mmdet_import
 
 
@@ -79,3 +79,23 @@ def test_semantic_and_detection_losses_meet_in_the_fused_pyramid():
     g = grad(term)
     assert grad_max(g, "neck/semantic_head/conv_embedding") > 0, term
     assert grad_max(g, "neck/semantic_head/conv_logits") == 0, term
+
+
+def test_a_one_stage_model_trains_the_necks_semantic_loss():
+  """SOLO on SFPN: the detector reads the neck's batch keys and adds its
+  loss (traced, not compiled)."""
+  config = config_lib.solo_tiny_shapes("solo")
+  sfpn = tiny_config("mask_rcnn_sfpn")
+  config.data = sfpn.data
+  config.global_batch = 2
+  config.model.neck = sfpn.model.neck
+  assert "gt_semantic" in batch_keys(config, train=True)
+  model = build_model(config)
+  (batch,) = train_batches(config, 1)
+  variables = jax.eval_shape(lambda b: model.init(
+      {"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, b),
+      batch)
+  losses = jax.eval_shape(lambda v, b: model.apply(
+      v, b, method=model.loss, rngs={"sample": jax.random.PRNGKey(0)}),
+      variables, batch)
+  assert {"loss_semantic_seg", "loss_cls", "loss_mask"} <= set(losses)

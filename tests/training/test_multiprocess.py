@@ -103,7 +103,7 @@ def test_sigterm_to_one_process_stops_both_at_one_step(two_pmap, tmp_path):
   assert 1 <= int(stopped[0][0]) < STEPS
   assert os.listdir(tmp_path / "checkpoints") == [stopped[0][0]]
   logs = run(_train_args(tmp_path), 2, 2, str(tmp_path / "resume"))
-  assert f"Resumed from" in logs[0]
+  assert "Resumed from" in logs[0]
   uninterrupted, resumed = read_metrics(two_pmap[0]), read_metrics(tmp_path)
   assert sorted(resumed) == list(range(1, STEPS + 1))
   for s in resumed:
@@ -143,7 +143,6 @@ from scnet_jax.parallel import DataParallel, gather_json, initialize_distributed
 initialize_distributed()
 import jax
 import numpy as np
-from jax._src import dispatch, monitoring
 from scnet_jax import parallel
 from scnet_jax.training.step import AXIS
 
@@ -159,8 +158,8 @@ def step(replicated, batch):
 # What happens during a step, in order: a compile after the wait would
 # start the program out of step again.
 events = []
-monitoring.register_event_duration_secs_listener(
-    lambda event, _, **kw: event == dispatch.BACKEND_COMPILE_EVENT
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, _, **kw: event == "/jax/core/compile/backend_compile_duration"
     and events.append("compile"))
 barrier = parallel.sync
 parallel.sync = lambda name: (events.append("sync"), barrier(name))
@@ -178,16 +177,33 @@ for mode in ("pmap", "shard_map"):
 LATE_S = 35
 
 
+@pytest.fixture(scope="module", autouse=True)
+def late_runs(tmp_path_factory):
+  """Both late-arrival runs, started with the module: they spend most of
+  their time asleep, so they wait beside the other tests, not after."""
+  runs = {}
+  for first in ("step", "gather"):
+    logdir = str(tmp_path_factory.mktemp(f"late_{first}"))
+    runs[first] = (start(["-c", LATE, str(LATE_S), first], 2, 1, logdir),
+                   logdir)
+  yield runs
+  for procs, _ in runs.values():
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+
+
 @pytest.mark.parametrize("first", ["step", "gather"])
-def test_late_process_outwaits_gloos_rendezvous_deadline(first, tmp_path):
+def test_late_process_outwaits_gloos_rendezvous_deadline(first, late_runs):
   """The other process waits (`parallel.sync`) while one is still
   compiling or working, past the 30 s in which gloo's first collective
   gives up on a missing peer. Without the wait this fails: 'Gloo context
   initialization failed: DEADLINE_EXCEEDED: GetKeyValue() timed out'
   (the CI's failure of the 2-process training tests: a first step
   compiled 30 s apart)."""
-  logs = wait(start(["-c", LATE, str(LATE_S), first], 2, 1, str(tmp_path)),
-              str(tmp_path), timeout=2 * LATE_S + 120)
+  procs, logdir = late_runs[first]
+  logs = wait(procs, logdir, timeout=2 * LATE_S + 300)
   for log in logs:
     if first == "gather":
       assert "gathered [0, 1]" in log, log
