@@ -107,6 +107,18 @@ def losses_fn(config, seed=0):
   return losses_of, params, model
 
 
+def term_grads(losses_of, params, terms):
+  """{term: the gradient of that loss term, flattened}: one jitted
+  program, one forward pass and a backward pass per term."""
+  import jax
+
+  @jax.jit
+  def grads(p):
+    losses, vjp = jax.vjp(losses_of, p)
+    return [vjp({k: np.float32(k == t) for k in losses})[0] for t in terms]
+  return dict(zip(terms, (flat(g) for g in grads(params))))
+
+
 def flat(tree):
   import flax
   return flax.traverse_util.flatten_dict(tree, sep="/")

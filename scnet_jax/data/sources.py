@@ -4,6 +4,7 @@ point into it) or a prepared TFDS dataset ('tfds', training split; the
 metrics still read data.val.ann_file)."""
 from scnet_jax.data import shapes
 from scnet_jax.data.coco import CocoSource
+from scnet_jax.errors import DataError
 from scnet_jax.models import batch_keys
 from scnet_jax.models.structures import SEMANTIC_KEY
 
@@ -31,17 +32,48 @@ def ensure_shapes(config, log=print):
 
 
 def train_source(config, log=print):
+  """The training split's source, its labels checked against the heads
+  (check_label_ranges)."""
+  reads_semantic = SEMANTIC_KEY in batch_keys(config, train=True)
   if config.data.source == "tfds":
     from scnet_jax.data.tfds_builder import TfdsSource
-    return TfdsSource(config.data.tfds_dir, "train", train=True)
-  ensure_shapes(config, log)
-  ann_file, image_dir, seg_dir = split_paths(config, "train")
-  reads_semantic = SEMANTIC_KEY in batch_keys(config, train=True)
-  src = CocoSource(ann_file, image_dir, seg_dir if reads_semantic else "",
-                   train=True)
-  for line in src.warning_lines():
-    log(line)
+    src = TfdsSource(config.data.tfds_dir, "train", train=True)
+  else:
+    ensure_shapes(config, log)
+    ann_file, image_dir, seg_dir = split_paths(config, "train")
+    src = CocoSource(ann_file, image_dir, seg_dir if reads_semantic else "",
+                     train=True)
+    for line in src.warning_lines():
+      log(line)
+  check_label_ranges(config.model, src, thing_semantic=reads_semantic and
+                     not getattr(src, "seg_dir", ""))
   return src
+
+
+def check_label_ranges(model, source, thing_semantic):
+  """DataError, one line naming the file, the category and the head, when
+  a label the source yields is outside a head's classes: the categories
+  (labels 0.. in id order) beyond model.num_classes, or, for semantic
+  labels derived from the instances (thing_semantic: no stuff maps), a
+  semantic head without the classes 0..num_classes (num_classes is the
+  background)."""
+  n = model.num_classes
+  if len(source.cat_ids) > n:
+    raise DataError(
+        f"{source.ann_file}: category id {source.cat_ids[n]} "
+        f"({source.class_names[n]!r}) is label {n}, outside "
+        f"model.num_classes={n} (the box, mask and classification heads "
+        f"predict labels 0..{n - 1}); the file has "
+        f"{len(source.cat_ids)} categories")
+  if not thing_semantic:
+    return
+  for section in ("neck", "roi_heads"):
+    head = model[section].get("semantic_head")
+    if head and head.num_classes < n + 1:
+      raise DataError(
+          f"{source.ann_file}: thing-only semantic labels (no stuff maps) "
+          f"run 0..{n} ({n}: background), outside model.{section}."
+          f"semantic_head.num_classes={head.num_classes}")
 
 
 def val_paths(config):

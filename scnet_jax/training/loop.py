@@ -230,7 +230,7 @@ def _train(config, workdir, ckpt, show, log):
                                    "batch_stats": state.batch_stats})
   dstate = dp.put_replicated(state)
   del state
-  schedule = optim.lr_schedule(config, total)
+  schedule = optim.lr_schedule(config, total, np)
   host_batches, _ = loader.train_iterator(
       source, config, total, jax.process_index(), jax.process_count(),
       start_step=start, local_devices=jax.local_device_count())

@@ -30,10 +30,11 @@ def scaled_lr(config):
   return config.base_lr * config.global_batch / config.base_batch
 
 
-def lr_schedule(config, total_steps):
+def lr_schedule(config, total_steps, xp=jnp):
   """step -> learning rate. Decay epochs are placed at the same fraction
   of `total_steps` as of num_epochs (exact epochs when total_steps is
-  derived from the epochs)."""
+  derived from the epochs). xp: jnp for the optimiser (traced), np for
+  the host (the logged rate, without a trip to the device)."""
   base = scaled_lr(config)
   bounds = [round(e / config.num_epochs * total_steps)
             for e in config.lr_decay_epochs]
@@ -41,11 +42,11 @@ def lr_schedule(config, total_steps):
   ratio = config.warmup_ratio
 
   def schedule(step):
-    step = jnp.asarray(step, jnp.float32)
-    factor = jnp.where(step < warm,
-                       1.0 - (1.0 - step / max(warm, 1)) * (1.0 - ratio), 1.0)
+    step = xp.asarray(step, xp.float32)
+    factor = xp.where(step < warm,
+                      1.0 - (1.0 - step / max(warm, 1)) * (1.0 - ratio), 1.0)
     for b in bounds:
-      factor = factor * jnp.where(step >= b, 0.1, 1.0)
+      factor = factor * xp.where(step >= b, 0.1, 1.0)
     return base * factor
   return schedule
 

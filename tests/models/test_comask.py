@@ -14,8 +14,8 @@ from scnet_jax.inspect import part_counts
 from scnet_jax.models.losses import iou_loss
 from scnet_jax.models.roi_heads.deform_roi_pool_pack import DeformRoIPoolPack
 from scnet_jax.ops.ratio_roi_align import ratio_roi_levels
-from tests.helpers import (flat, grad_max, jit_train_and_predict, losses_fn,
-                           tiny_config)
+from tests.helpers import (grad_max, jit_train_and_predict, losses_fn,
+                           term_grads, tiny_config)
 
 
 def test_collaborative_head_count_by_hand():
@@ -104,11 +104,7 @@ def test_gradients_follow_the_design():
   config = tiny_config("comask")
   losses_of, params, _ = losses_fn(config)
   last = f"comask_head/convs_{config.model.roi_heads.reg_num_convs - 1}"
-  # One program: the Jacobian of the four terms, one row each.
-  jac = jax.jit(jax.jacrev(lambda p: jnp.stack(
-      [losses_of(p)[t] for t in TERMS])))(params)
-  rows = {t: {k: v[i] for k, v in flat(jac).items()}
-          for i, t in enumerate(TERMS)}
+  rows = term_grads(losses_of, params, TERMS)
   g = rows["loss_reg"]
   assert grad_max(g, "comask_head/reg") > 0
   assert grad_max(g, "comask_head/convs_0") > 0

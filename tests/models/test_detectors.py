@@ -8,8 +8,9 @@ import pytest
 
 from scnet_jax.models import build_model
 from scnet_jax.training.state import init_variables
-from tests.helpers import (flat, grad_max, jit_train_and_predict, losses_fn,
-                           max_abs, tiny_config, total_loss_fn, train_batches)
+from tests.helpers import (grad_max, jit_train_and_predict, losses_fn,
+                           max_abs, term_grads, tiny_config, total_loss_fn,
+                           train_batches)
 
 CASCADE = [f"s{s}.{n}" for s in range(3) for n in ("loss_cls", "loss_bbox")]
 EXPECTED = {
@@ -54,14 +55,8 @@ def test_bfloat16_compute_keeps_float32_losses():
 
 
 def _grads_of(*terms, family="scnet", **overrides):
-  """The gradient of each loss term, flattened; one program."""
   losses_of, params, _ = losses_fn(tiny_config(family, **overrides))
-
-  @jax.jit
-  def grads(p):
-    losses, vjp = jax.vjp(losses_of, p)
-    return [vjp({k: np.float32(k == t) for k in losses})[0] for t in terms]
-  return [flat(g) for g in grads(params)]
+  return list(term_grads(losses_of, params, terms).values())
 
 
 def test_mask_loss_gradients_follow_the_spec():

@@ -79,6 +79,23 @@ def test_data_faults_stop_train_before_anything_compiles(tmp_path,
   config.global_batch = 8
   with pytest.raises(DataError, match=r"val.json: image id 1 appears twice"):
     train(config, str(tmp_path / "run"))
+  # A label outside a head's classes: a second category, one class.
+  data["images"].pop()
+  two = tmp_path / "two.json"
+  two.write_text(json.dumps(dict(data, categories=data["categories"] + [
+      {"id": 7, "name": "lid"}])))
+  config = _coco_config(str(two), d)
+  config.global_batch = 8
+  with pytest.raises(DataError, match=r"two.json: category id 7 \('lid'\) "
+                     r"is label 1, outside model.num_classes=1"):
+    train(config, str(tmp_path / "run"))
+  # Thing-only semantic labels 0..4 (4 classes and the background).
+  config = tiny_config("scnet", global_batch=8, **{
+      "model.roi_heads.semantic_head.num_classes": 4})
+  with pytest.raises(DataError, match=r"train.json: thing-only semantic "
+                     r"labels .* run 0..4 .* outside model.roi_heads."
+                     r"semantic_head.num_classes=4"):
+    train(config, str(tmp_path / "run2"))
   assert compile_events == []
   # The listener hears compiles: a jitted function proves it.
   jax.jit(lambda x: x + 1)(np.float32(1))
