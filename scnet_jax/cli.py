@@ -21,9 +21,13 @@ def checkpoint_flag():
                       required=True)
 
 
-def run_cli(main):
+def run_cli(main, usage=None):
   """absl.app.run with user errors printed as one line (exit code 2),
-  including a --config.FIELD that does not exist."""
+  including a --config.FIELD that does not exist. usage: the text --help
+  prints (absl prints the __main__ module's docstring: a console command's
+  __main__ is pip's wrapper, which has none)."""
+  if usage:
+    sys.modules["__main__"].__doc__ = usage
   def guarded(argv):
     try:
       return main(argv)
@@ -32,6 +36,8 @@ def run_cli(main):
       sys.exit(2)
 
   logging.set_verbosity(logging.WARNING)
+  # --help / --helpfull: absl defines them in app.run, after this parse.
+  app.define_help_flags()
   try:
     flags.FLAGS(sys.argv)
   except flags.Error as e:

@@ -21,6 +21,17 @@ FLAGS = flags.FLAGS
 
 
 # ------------------------------------------------------------------ train
+TRAIN_USAGE = r"""Train a detector (python train.py, or scnet-train).
+
+  python train.py --config configs/scnet_tiny_shapes.py --workdir runs/tiny
+  python train.py --config configs/scnet_r50_fpn_1x_coco.py --workdir runs/x \
+      --config.global_batch=16 --config.init_from=weights/r50
+
+Every config field can be overridden with --config.FIELD=VALUE. Re-running
+with the same --workdir resumes from its latest checkpoint.
+"""
+
+
 def define_train_flags():
   """--config (with --config.FIELD=VALUE overrides) and --workdir."""
   config_flag()
@@ -42,10 +53,25 @@ def train_main(argv):
 def train():
   """scnet-train: train a detector (the flags of train.py)."""
   define_train_flags()
-  run_cli(train_main)
+  run_cli(train_main, usage=TRAIN_USAGE)
 
 
 # ------------------------------------------------------------------- eval
+EVAL_USAGE = r"""Evaluate a checkpoint on a COCO-format split (python eval.py, or
+scnet-eval).
+
+  python eval.py --config configs/scnet_tiny_shapes.py --checkpoint runs/tiny
+  python eval.py --config configs/scnet_r50_fpn_1x_coco.py --checkpoint DIR \
+      --config.data.val.ann_file=... --config.data.val.image_dir=... \
+      --output runs/eval --evaluator pycocotools --visualize 8
+
+Prints the COCO bbox and segm tables, writes OUTPUT/results.json and
+OUTPUT/metrics.json (and OUTPUT/vis/*.png with --visualize). Started as
+several processes (docs/distributed.md) they split the images and process 0
+writes the files.
+"""
+
+
 def define_eval_flags():
   """--config, --checkpoint and eval.py's options."""
   config_flag()
@@ -124,7 +150,7 @@ def eval_main(argv):
 def evaluate():
   """scnet-eval: evaluate a checkpoint (the flags of eval.py)."""
   define_eval_flags()
-  run_cli(eval_main)
+  run_cli(eval_main, usage=EVAL_USAGE)
 
 
 # ------------------------------------------------------ predict and export

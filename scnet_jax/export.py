@@ -1,4 +1,4 @@
-"""Export a trained model's predictor as serialized StableHLO (`jax.export`),
+r"""Export a trained model's predictor as serialized StableHLO (`jax.export`),
 and run it again without the model code.
 
   python -m scnet_jax.export --config configs/scnet_tiny_shapes.py \

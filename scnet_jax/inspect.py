@@ -2,8 +2,7 @@
 it; or the whole config.
 
   python -m scnet_jax.inspect --config configs/scnet_r50_fpn_1x_coco.py
-  python -m scnet_jax.inspect --config configs/scnet_tiny_shapes.py \
-      --config.model.num_classes=5 --print_config
+  python -m scnet_jax.inspect --config configs/scnet_tiny_shapes.py --print_config
 
 Counts parameters only (BatchNorm scale and bias included, running
 statistics not), from jax.eval_shape. --print_config prints the config

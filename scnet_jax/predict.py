@@ -1,4 +1,4 @@
-"""Predict every image of a folder with a trained model.
+r"""Predict every image of a folder with a trained model.
 
   python -m scnet_jax.predict --config configs/scnet_tiny_shapes.py \
       --checkpoint runs/scnet_tiny --images photos/ --out runs/predictions \

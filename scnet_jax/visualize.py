@@ -1,4 +1,4 @@
-"""Pictures: predictions over images, and what the loader feeds the model.
+r"""Pictures: predictions over images, and what the loader feeds the model.
 
   python -m scnet_jax.visualize --config configs/scnet_tiny_shapes.py \
       --out runs/samples --num 4

@@ -1,4 +1,4 @@
-"""Convert a PyTorch checkpoint into an Orbax checkpoint of ours.
+r"""Convert a PyTorch checkpoint into an Orbax checkpoint of ours.
 
   python -m scnet_jax.convert --config configs/scnet_r50_fpn_1x_coco.py \
       --source mmdet --checkpoint scnet_r50_fpn_1x_coco-c3f09857.pth \

@@ -1,4 +1,4 @@
-"""A TFDS builder for COCO-format instance segmentation, and a source that
+r"""A TFDS builder for COCO-format instance segmentation, and a source that
 reads it back.
 
 TFDS's own `coco/2017` has no instance masks. This builder stores, per
