@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from scnet_jax import ops
 from scnet_jax.errors import ConfigError
+from scnet_jax.models import registry
 from scnet_jax.models.structures import Canvas, image_keys
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -47,6 +48,15 @@ class Detector(nn.Module, kw_only=True):
     split over devices."""
     index = batch.get("index", jnp.arange(batch["image"].shape[0]))
     return image_keys(self.make_rng("sample"), index)
+
+  def with_part_keys(self, keys, parts):
+    """`keys` plus, once each, the batch keys that the `train_batch_keys`
+    of each (section, registry) part of `parts` names."""
+    for section, reg in parts:
+      cls = registry.part_class(reg, section, self.cfg[section])
+      keys += tuple(k for k in cls.train_batch_keys(self.cfg[section])
+                    if k not in keys)
+    return keys
 
   def features(self, image, image_hw):
     """-> the neck's levels [B, H_l, W_l, C] (see backbone_features)."""

@@ -57,10 +57,8 @@ class OneStageDetector(Detector):
     the instances and what the neck's own loss reads."""
     if not train:
       return IMAGE_KEYS
-    keys = IMAGE_KEYS + INSTANCE_KEYS
-    neck = registry.part_class(registry.NECKS, "neck", self.cfg.neck)
-    return keys + tuple(k for k in neck.train_batch_keys(self.cfg.neck)
-                        if k not in keys)
+    return self.with_part_keys(IMAGE_KEYS + INSTANCE_KEYS,
+                               (("neck", registry.NECKS),))
 
   def loss(self, batch):
     """Named float32 losses (weights applied); the total is their sum:

@@ -72,13 +72,8 @@ class TwoStageDetector(Detector):
     """The batch entries `loss` (train) or `predict` reads."""
     if not train:
       return IMAGE_KEYS
-    keys = IMAGE_KEYS
-    for section, reg in (("neck", registry.NECKS),
-                         ("roi_heads", registry.ROI_HEADS)):
-      cls = registry.part_class(reg, section, self.cfg[section])
-      keys += tuple(k for k in cls.train_batch_keys(self.cfg[section])
-                    if k not in keys)
-    return keys
+    return self.with_part_keys(IMAGE_KEYS, (
+        ("neck", registry.NECKS), ("roi_heads", registry.ROI_HEADS)))
 
   def loss(self, batch):
     """Named float32 losses (weights applied); the total is their sum."""
