@@ -61,7 +61,7 @@ from bench.train_step import targets  # noqa: E402
 from scnet_jax import config_lib, ops  # noqa: E402
 from scnet_jax.convert.core import convert_state_dict  # noqa: E402
 from scnet_jax.data.transforms import thing_semantic_map  # noqa: E402
-from scnet_jax.models import build_model  # noqa: E402
+from scnet_jax.models import build_model, resolve_model  # noqa: E402
 from scnet_jax.ops.mask_targets import crop_instance_mask  # noqa: E402
 from scnet_jax.parallel import DataParallel  # noqa: E402
 from scnet_jax.training import optim  # noqa: E402
@@ -299,7 +299,7 @@ def our_stages(name, hw, variables):
                lambda m, b: m.features(b["image"], b["image_hw"])),
               ("RPN + proposals", lambda m, b: to_context(m, b)[:2]),
               ("semantic / global context", to_context)]
-  n = len(c.model.roi_heads.get("stage_iou_thrs", (0,)))
+  n = len(resolve_model(c.model).roi_heads.get("stage_iou_thrs", (0,)))
   prefixes += [(f"box stage {k}", boxes(k)) for k in range(1, n + 1)]
   prefixes += [("detect + mask (+ relay)",
                 lambda m, b: m.predict(b))]

@@ -11,7 +11,8 @@ from scnet_jax import config_lib
 
 
 def get_config():
-  c = config_lib.solo_tiny_shapes("aggmask")
+  c = config_lib.aggmask_tiny_shapes()
   c.model_name = "aggmask_interp_tiny_shapes"
   c.model.mask_head.mask_grids = (6, 5, 4, 3, 2)
+  c.total_steps = 2050
   return c

@@ -12,4 +12,6 @@ from scnet_jax import config_lib
 
 
 def get_config():
-  return config_lib.solo_tiny_shapes("aggmask")
+  c = config_lib.aggmask_tiny_shapes()
+  c.total_steps = 2050
+  return c

@@ -9,4 +9,8 @@ from scnet_jax import config_lib
 
 
 def get_config():
-  return config_lib.tiny_shapes("cascade_mask_rcnn")
+  c = config_lib.tiny_shapes("cascade_mask_rcnn")
+  # For the ablation that switches the semantic branch on.
+  config_lib.thing_only_semantic_head(c.model.roi_heads, c.model)
+  c.total_steps = 1200
+  return c

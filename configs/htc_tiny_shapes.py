@@ -9,4 +9,7 @@ from scnet_jax import config_lib
 
 
 def get_config():
-  return config_lib.tiny_shapes("htc")
+  c = config_lib.tiny_shapes("htc")
+  config_lib.thing_only_semantic_head(c.model.roi_heads, c.model)
+  c.total_steps = 1200
+  return c

@@ -10,4 +10,7 @@ from scnet_jax import config_lib
 
 
 def get_config():
-  return config_lib.tiny_shapes("mask_rcnn_sfpn")
+  c = config_lib.tiny_shapes("mask_rcnn_sfpn")
+  config_lib.thing_only_semantic_head(c.model.neck, c.model)
+  c.total_steps = 1200
+  return c

@@ -9,4 +9,6 @@ from scnet_jax import config_lib
 
 
 def get_config():
-  return config_lib.tiny_shapes("mask_rcnn")
+  c = config_lib.tiny_shapes("mask_rcnn")
+  c.total_steps = 1200
+  return c

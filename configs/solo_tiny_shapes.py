@@ -9,4 +9,6 @@ from scnet_jax import config_lib
 
 
 def get_config():
-  return config_lib.solo_tiny_shapes()
+  c = config_lib.solo_tiny_shapes("solo")
+  c.total_steps = 2800
+  return c

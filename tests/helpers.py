@@ -8,11 +8,11 @@ import tempfile
 
 import numpy as np
 
-from scnet_jax import config_lib
 from scnet_jax.data import loader
 from scnet_jax.data.coco import CocoSource
 from scnet_jax.data.shapes import ensure_dataset
 from scnet_jax.models import batch_keys
+from scnet_jax.predictor import load_config
 from tests.xla_flags import xla_flags
 
 SHAPES_ROOT = os.path.join(tempfile.gettempdir(), "scnet_jax_test_shapes")
@@ -67,7 +67,9 @@ def run_command(*args, devices=1):
 
 
 def tiny_config(family="scnet", **overrides):
-  c = config_lib.tiny_shapes(family)
+  """configs/<family>_tiny_shapes.py on the test dataset, 2 images a step,
+  with `overrides` ("a.b": value)."""
+  c = load_config(os.path.join(ROOT, "configs", f"{family}_tiny_shapes.py"))
   c.data.shapes.update(root=shapes_root(), num_train=48, num_val=16)
   c.global_batch = 2
   for k, v in overrides.items():

@@ -96,7 +96,7 @@ class TTAPredictor:
     aug = config.test_aug
     self.views = [(tuple(s), f) for s in aug.scales
                   for f in ((False, True) if aug.flip else (False,))]
-    rpn = config.model.rpn
+    rpn = model.cfg.rpn
 
     # A view's features and RoI-head context are computed once, kept on
     # the device, and fed to its box and mask programs.

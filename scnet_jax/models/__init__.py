@@ -4,7 +4,9 @@ import ml_collections
 
 from scnet_jax.models.detectors.one_stage import OneStageDetector
 from scnet_jax.models.detectors.two_stage import TwoStageDetector
-from scnet_jax.models.registry import complete_section, part_class
+from scnet_jax.models.detectors.base import check_dtype
+from scnet_jax.models.registry import (check_fields, complete_section,
+                                     part_class)
 
 DETECTORS = {"two_stage": TwoStageDetector, "one_stage": OneStageDetector}
 
@@ -12,29 +14,46 @@ DETECTORS = {"two_stage": TwoStageDetector, "one_stage": OneStageDetector}
 def build_model(config, axis_name=None):
   """config: a full config (with .model) or its model section. Refuses an
   invalid combination with a ConfigError naming the field."""
-  model_cfg = config.model if "model" in config else config
+  model_cfg = resolve_model(config.model if "model" in config else config)
   cls = part_class(DETECTORS, "", model_cfg)
-  cls.check_config(model_cfg)
   return cls(cfg=ml_collections.FrozenConfigDict(model_cfg),
              axis_name=axis_name)
 
 
-def resolve_config(config):
-  """A copy of the full `config` whose part sections hold every field
-  their classes take: each field the config leaves out is added at the
-  class's default (the fields the detector passes itself excepted). The
-  model it builds is the same; it is what `config.json` records and
-  `python -m scnet_jax.inspect --print_config` prints. ConfigError for a
-  config build_model refuses."""
-  config = config.copy_and_resolve_references()
-  m = config.model
+def resolve_model(model_cfg):
+  """A checked copy of the model section whose part sections hold every
+  field their classes take: a field the section leaves out is added at
+  the class's default, the only place a part's defaults are written (the
+  fields the detector passes itself excepted). ConfigError, naming the
+  field, for a config that cannot be built."""
+  m = ml_collections.ConfigDict(model_cfg).copy_and_resolve_references()
   cls = part_class(DETECTORS, "", m)
-  cls.check_config(m)
-  args = cls.part_arguments(m)
+  check_dtype(m)
+  # What the detector injects depends on other parts' fields (e.g. the
+  # neck's channels), so it is read from a draft with every default.
+  draft = m.copy_and_resolve_references()
+  with draft.unlocked():
+    for section, reg in cls.PARTS:
+      draft[section] = ml_collections.ConfigDict(
+          complete_section(reg, section, m[section], set()))
+  args = cls.part_arguments(draft)
   with m.unlocked():
     for section, reg in cls.PARTS:
+      check_fields(reg, section, m[section], set(args[section]))
       m[section] = ml_collections.ConfigDict(complete_section(
           reg, section, m[section], set(args[section])))
+  cls.check_config(m)
+  return m
+
+
+def resolve_config(config):
+  """A copy of the full `config` with its model section resolved
+  (resolve_model): the model it builds is the same; it is what
+  `config.json` records and `python -m scnet_jax.inspect --print_config`
+  prints."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.model = resolve_model(config.model)
   return config
 
 

@@ -43,9 +43,22 @@ def part_class(registry, section, cfg):
   return registry[name]
 
 
-def check_part(registry, section, cfg, injected):
-  """Refuses an unknown type, fields the class does not take, fields the
-  detector sets itself, and what the class's own check_config refuses."""
+def class_defaults(cls):
+  """{field: default} of every field of a part's class that has one."""
+  out = {}
+  for f in dataclasses.fields(cls):
+    if f.name in ("parent", "name"):
+      continue
+    if f.default is not dataclasses.MISSING:
+      out[f.name] = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+      out[f.name] = f.default_factory()
+  return out
+
+
+def check_fields(registry, section, cfg, injected):
+  """Refuses an unknown type, fields the class does not take and fields
+  the detector sets itself (`injected`)."""
   cls = part_class(registry, section, cfg)
   fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
   given = set(cfg.keys()) - {"type"}
@@ -57,22 +70,18 @@ def check_part(registry, section, cfg, injected):
   if clash:
     raise ConfigError(f"model.{section}.{clash[0]}: set by the detector, "
                       f"not the config")
-  if hasattr(cls, "check_config"):
-    cls.check_config(cfg)
-  return cls
 
 
 def complete_section(registry, section, cfg, injected):
   """cfg's fields plus every other field the part's class takes, at the
-  class's default; the detector's own arguments (`injected`) left out."""
+  class's default (the one place a part's defaults are written); the
+  detector's own arguments (`injected`) left out."""
   cls = part_class(registry, section, cfg)
   full = {"type": cfg.type}
-  for f in dataclasses.fields(cls):
-    if f.name in cfg:
-      full[f.name] = cfg[f.name]
-    elif f.name not in injected | {"parent", "name"}:
-      full[f.name] = (f.default_factory() if f.default is dataclasses.MISSING
-                      else f.default)
+  for name, default in class_defaults(cls).items():
+    if name not in injected:
+      full[name] = default
+  full.update((k, v) for k, v in cfg.items() if k != "type")
   return full
 
 

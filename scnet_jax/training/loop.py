@@ -23,7 +23,7 @@ from scnet_jax import checkpoint, progress
 from scnet_jax.data import loader
 from scnet_jax.data.sources import train_source, val_paths
 from scnet_jax.errors import ConfigError, NonFiniteLossError
-from scnet_jax.models import build_model, resolve_config
+from scnet_jax.models import build_model, resolve_config, resolve_model
 from scnet_jax.parallel import (DataParallel, check_batch,
                                 initialize_distributed, sync)
 from scnet_jax.training import optim
@@ -74,7 +74,7 @@ def total_steps_of(config, steps_per_epoch):
 
 def check_init(config):
   """A config that freezes its stem must start from trained weights."""
-  b = config.model.backbone
+  b = resolve_model(config.model).backbone
   if (not config.init_from and b.get("norm") == "frozen_bn" and
       b.get("frozen_stages", -1) >= 0 and not config.allow_random_init):
     raise ConfigError(

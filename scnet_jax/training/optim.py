@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from scnet_jax.errors import ConfigError
+from scnet_jax.models import resolve_model
 
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -102,7 +103,8 @@ def make_optimizer(config, params, total_steps):
                          optax.sgd(lr, momentum=config.momentum))
   tx = optax.multi_transform(
       {"trained": optax.chain(*clip, update), "frozen": optax.set_to_zero()},
-      frozen_labels(params, config.model.backbone.frozen_stages))
+      frozen_labels(params,
+                    resolve_model(config.model).backbone.frozen_stages))
   if not config.lr_mults:
     return tx
   factors = lr_factors(params, config.lr_mults)

@@ -18,7 +18,7 @@ from tests import helpers
 
 
 def _config(**head):
-  c = config_lib.solo_tiny_shapes("aggmask")
+  c = config_lib.aggmask_tiny_shapes()
   c.data.shapes.update(root=helpers.shapes_root(), num_train=48, num_val=16)
   c.global_batch = 2
   c.model.mask_head.update(head)

@@ -54,10 +54,12 @@ def test_reads_the_semantic_map_only_in_training():
   assert "gt_semantic" not in batch_keys(tiny_config("mask_rcnn"), True)
 
 
-@pytest.mark.parametrize("family", ["mask_rcnn_sfpn",
-                                    "cascade_mask_rcnn_sfpn"])
+@pytest.mark.parametrize("family", ["mask_rcnn_sfpn", "cascade_mask_rcnn"])
 def test_train_step_and_inference_compile_once(family):
+  """Mask R-CNN and Cascade Mask R-CNN on SFPN."""
   config = tiny_config(family)
+  config.model.neck = tiny_config(
+      "mask_rcnn_sfpn").model.neck.copy_and_resolve_references()
   losses, out = jit_train_and_predict(config)
   assert "loss_semantic_seg" in losses
   assert out.masks.shape == (2, config.model.test.max_per_img, 28, 28)

@@ -125,7 +125,7 @@ class AggMaskHead(SOLOHead, kw_only=True):
   # settles on one constant mask with every ReLU dead (AP 0; also from an
   # identity start, at lr 0.005, on sigmoid inputs, and with gradients
   # clipped at norm 1); the residual form trains with
-  # generator_grad_scale 0.01 (config_lib.solo_tiny_shapes).
+  # generator_grad_scale 0.01 (config_lib.aggmask_tiny_shapes).
   residual: bool = False
   # Multiplies the gradient that leaves the generated weights (into the
   # generator and the category tower), the forward unchanged: 1 is the
@@ -142,7 +142,7 @@ class AggMaskHead(SOLOHead, kw_only=True):
   def check_config(cls, cfg):
     super().check_config(cfg)
     grids = cfg.num_grids
-    masks = cfg.get("mask_grids", ()) or grids
+    masks = cfg.mask_grids or grids
     if len(masks) != len(grids):
       raise ConfigError(f"model.mask_head.mask_grids: one per level, "
                         f"{len(grids)} as num_grids; got {len(masks)}")
@@ -150,7 +150,7 @@ class AggMaskHead(SOLOHead, kw_only=True):
     if any(m > s for m, s in zip(masks, grids)):
       raise ConfigError("model.mask_head.mask_grids: each at most the "
                         "category grid (num_grids)")
-    if cfg.get("mask_activation", "none") not in MASK_ACTIVATIONS:
+    if cfg.mask_activation not in MASK_ACTIVATIONS:
       raise ConfigError(f"model.mask_head.mask_activation: one of "
                         f"{sorted(MASK_ACTIVATIONS)}, got "
                         f"{cfg.mask_activation!r}")

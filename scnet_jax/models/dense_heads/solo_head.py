@@ -90,20 +90,20 @@ class SOLOHead(nn.Module, kw_only=True):
   def check_config(cls, cfg):
     n = len(cfg.num_grids)
     for field in ("strides", "scale_ranges"):
-      if field in cfg and len(cfg[field]) != n:
+      if len(cfg[field]) != n:
         raise ConfigError(f"model.mask_head.{field}: one per level, "
                           f"{n} as num_grids; got {len(cfg[field])}")
-    for level, stride in enumerate(cfg.get("strides", ())):
+    for level, stride in enumerate(cfg.strides):
       own = pyramid_stride(level)
       if stride not in (own, 2 * own) and not (level and 2 * stride == own):
         raise ConfigError(
             f"model.mask_head.strides[{level}]: P{level + 2}'s own stride "
             f"{own}, twice it, or half it (not at P2); got {stride}")
-    caps = cfg.get("max_positives", ())
+    caps = cfg.max_positives
     if caps and (len(caps) != n or min(caps) < 0):
       raise ConfigError(f"model.mask_head.max_positives: one per level "
                         f"({n}), each >= 0, or none; got {tuple(caps)}")
-    if cfg.get("feat_channels", 256) % cfg.get("num_groups", 32):
+    if cfg.feat_channels % cfg.num_groups:
       raise ConfigError("model.mask_head.feat_channels: a multiple of "
                         "num_groups (GroupNorm)")
 

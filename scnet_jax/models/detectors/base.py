@@ -31,6 +31,16 @@ class Detector(nn.Module, kw_only=True):
   cfg: Any
   axis_name: Optional[str] = None
 
+  @classmethod
+  def check_config(cls, cfg):
+    """Runs each part's own `check_config(section)` classmethod, where it
+    has one, on the resolved model section (models.resolve_model): a
+    ConfigError in one line naming the field."""
+    for section, reg in cls.PARTS:
+      part = registry.part_class(reg, section, cfg[section])
+      if hasattr(part, "check_config"):
+        part.check_config(cfg[section])
+
   def backbone_features(self, image, image_hw):
     """[B, H, W, 3] uint8 pixels, each image top-left, [B, 2] its resized
     size -> (the backbone's C2..C5, the batch's structures.Canvas). Maps

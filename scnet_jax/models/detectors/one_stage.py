@@ -5,7 +5,7 @@ no proposals and no RoIs; parts picked from their registries by `type`.
 image-level masks (structures.IMAGE_MASKS); both jittable, static shapes.
 """
 from scnet_jax.models import registry
-from scnet_jax.models.detectors.base import DTYPES, Detector, check_dtype
+from scnet_jax.models.detectors.base import DTYPES, Detector
 from scnet_jax.models.structures import IMAGE_KEYS, INSTANCE_KEYS, GroundTruth
 from scnet_jax.errors import ConfigError
 
@@ -29,11 +29,9 @@ class OneStageDetector(Detector):
 
   @classmethod
   def check_config(cls, cfg):
-    """Refuses a config whose parts cannot be built (ConfigError)."""
-    check_dtype(cfg)
-    args = part_arguments(cfg)
-    for section, reg in cls.PARTS:
-      registry.check_part(reg, section, cfg[section], set(args[section]))
+    """Detector.check_config, then the mask head's test settings and its
+    grids against the neck's levels."""
+    super().check_config(cfg)
     head = registry.part_class(registry.MASK_HEADS, "mask_head",
                                cfg.mask_head)
     head.check_test(cfg.test)

@@ -19,7 +19,7 @@ it, so a global batch samples the same RoIs however it is split.
 import flax.linen as nn
 
 from scnet_jax.models import registry
-from scnet_jax.models.detectors.base import DTYPES, Detector, check_dtype
+from scnet_jax.models.detectors.base import DTYPES, Detector
 from scnet_jax.models.structures import IMAGE_KEYS, GroundTruth
 
 
@@ -45,14 +45,6 @@ class TwoStageDetector(Detector):
 
   PARTS = (("backbone", registry.BACKBONES), ("neck", registry.NECKS),
            ("rpn", registry.DENSE_HEADS), ("roi_heads", registry.ROI_HEADS))
-
-  @classmethod
-  def check_config(cls, cfg):
-    """Refuses a config whose parts cannot be built (ConfigError)."""
-    check_dtype(cfg)
-    args = part_arguments(cfg)
-    for section, reg in cls.PARTS:
-      registry.check_part(reg, section, cfg[section], set(args[section]))
 
   def setup(self):
     c = self.cfg

@@ -112,11 +112,11 @@ class MSFEM(FPN, kw_only=True):
 
   @classmethod
   def check_config(cls, cfg):
-    b = cfg.get("num_branches", 4)
+    b = cfg.num_branches
     if not isinstance(b, int) or b < 1:
       raise ConfigError(f"model.neck.num_branches: a positive integer, got "
                         f"{b!r}")
-    if cfg.get("attention", "rca") not in ATTENTIONS:
+    if cfg.attention not in ATTENTIONS:
       raise ConfigError(f"model.neck.attention: one of {list(ATTENTIONS)}, "
                         f"got {cfg.attention!r}")
     if cfg.channels % 32:

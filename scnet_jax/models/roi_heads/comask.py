@@ -113,12 +113,12 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
     if cfg.mask_size != 4 * cfg.roi_size:
       raise ConfigError(f"model.roi_heads.mask_size: two deconvs make "
                         f"{4 * cfg.roi_size}, got {cfg.mask_size}")
-    if cfg.get("reg_samples_per_image", 96) < 1:
+    if cfg.reg_samples_per_image < 1:
       raise ConfigError("model.roi_heads.reg_samples_per_image: at least 1")
-    if cfg.get("reg_weighting", "mean") not in REG_WEIGHTINGS:
+    if cfg.reg_weighting not in REG_WEIGHTINGS:
       raise ConfigError(f"model.roi_heads.reg_weighting: one of "
                         f"{REG_WEIGHTINGS}, got {cfg.reg_weighting!r}")
-    if cfg.get("roi_pooling", "align") not in POOLINGS:
+    if cfg.roi_pooling not in POOLINGS:
       raise ConfigError(f"model.roi_heads.roi_pooling: one of {POOLINGS}, "
                         f"got {cfg.roi_pooling!r}")
 

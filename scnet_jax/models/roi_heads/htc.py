@@ -30,7 +30,7 @@ class HTCRoIHeads(CascadeRoIHeads, kw_only=True):
   @classmethod
   def check_config(cls, cfg):
     super().check_config(cfg)
-    if cfg.get("test_mask_merge", "all_stages") not in cls.MASK_MERGES:
+    if cfg.test_mask_merge not in cls.MASK_MERGES:
       raise ConfigError(
           f"model.roi_heads.test_mask_merge: one of {list(cls.MASK_MERGES)}"
           f", got {cfg.test_mask_merge!r}")

@@ -22,11 +22,13 @@ class SemanticHead(nn.Module, kw_only=True):
   Returns (logits [B, H_f, W_f, num_classes] float32, embedding
   [B, H_f, W_f, channels]) at the fusion level's stride (8 for level 1).
   """
-  num_classes: int = 183
-  num_convs: int = 4
-  conv_to_res: bool = False
-  fusion_level: int = 1
-  channels: int = 256
+  # Set from the config's `semantic_head` sub-section (config_lib writes
+  # its defaults) and the part that holds the head.
+  num_classes: int
+  num_convs: int
+  conv_to_res: bool
+  fusion_level: int
+  channels: int
   dtype: Any = jnp.float32
 
   @nn.compact
