@@ -345,6 +345,9 @@ def get_base(system):
       ann_file="data/coco/annotations/instances_val2017.json",
       image_dir="data/coco/val2017", seg_dir=""))
   d.image_scale = (1333, 800)   # (long, short) keep-ratio resize
+  # How images and label maps are resized (data/resize.py): "cv2", as
+  # mmdetection's pipelines, or "pil".
+  d.resize = "cv2"
   # Training scales, one drawn per image (mmdet's RandomChoiceResize);
   # empty: image_scale. Each must fit within image_scale.
   d.train_scales = ()

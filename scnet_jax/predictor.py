@@ -12,11 +12,12 @@ local device (jax.shard_map).
 """
 import jax
 import numpy as np
-from PIL import Image
 
 from scnet_jax import checkpoint
 from scnet_jax.data import transforms
-from scnet_jax.evaluation.postprocess import image_detections, masks_in_image
+from scnet_jax.data.resize import check_rule
+from scnet_jax.evaluation.postprocess import (detections_in_image,
+                                              image_detections)
 from scnet_jax.evaluation.inference import make_predict
 from scnet_jax.models import build_model
 from scnet_jax.parallel import DataParallel
@@ -63,6 +64,7 @@ class Predictor:
     self.score_thr = config.model.test.score_thr if score_thr is None \
         else score_thr
     self.buckets = transforms.check_buckets(config.data.buckets)
+    check_rule(config.data.resize)
 
   @classmethod
   def from_checkpoint(cls, config, checkpoint_dir, **kwargs):
@@ -79,14 +81,9 @@ class Predictor:
       raise ValueError(f"expected an HxWx3 uint8 RGB image, got "
                        f"{image.dtype} {image.shape}")
     h, w = image.shape[:2]
-    (nh, nw), _ = transforms.rescale_size(h, w,
-                                          self.config.data.image_scale)
-    bucket = transforms.choose_bucket((nh, nw), self.buckets)
-    resized = np.asarray(Image.fromarray(image).resize((nw, nh),
-                                                       Image.BILINEAR)) \
-        if (nh, nw) != (h, w) else image
-    bh, bw = self.buckets[bucket]
-    padded = np.pad(resized, ((0, bh - nh), (0, bw - nw), (0, 0)))
+    bucket, padded, (nh, nw) = transforms.resize_and_pad(
+        image, self.config.data.image_scale, self.buckets,
+        self.config.data.resize)
     return bucket, padded, (nh, nw), (nw / w, nh / h), (h, w)
 
   def __call__(self, image):
@@ -113,12 +110,6 @@ class Predictor:
     return results
 
   def _finish(self, det, prepared):
-    _, _, _, (sx, sy), (h, w) = prepared
-    n = int(det["num_detections"])
-    keep = np.nonzero(det["scores"][:n] > self.score_thr)[0]
-    boxes = det["boxes"][keep] / np.array([sx, sy, sx, sy], np.float32)
-    masks = masks_in_image(det, keep, boxes, (sx, sy), (h, w),
-                           self.config.model.test.mask_thr)
-    return {"boxes": boxes.astype(np.float32),
-            "scores": det["scores"][keep].astype(np.float32),
-            "labels": det["labels"][keep].astype(np.int64), "masks": masks}
+    _, _, _, scale, hw = prepared
+    return detections_in_image(det, scale, hw, self.score_thr,
+                               self.config.model.test.mask_thr)

@@ -22,12 +22,14 @@ import grain
 import numpy as np
 
 from scnet_jax.data import transforms
+from scnet_jax.data.resize import check_rule
 from scnet_jax.errors import DataError
 
 
 def record_buckets(source, data_cfg):
   """Bucket index of every record, from the annotation sizes alone."""
   buckets = transforms.check_buckets(data_cfg.buckets)
+  check_rule(data_cfg.resize)
   out = []
   for rec in source.records:
     hw, _ = transforms.rescale_size(rec["height"], rec["width"],

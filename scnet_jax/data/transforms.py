@@ -2,14 +2,15 @@
 mmdetection's SCNet and cascade configs, ending in fixed shapes.
 
 Resize keeping the ratio into image_scale (mmcv rescale rule, bilinear for
-the image, nearest for stuff maps), optional horizontal flip, padding with
+the image, nearest for stuff maps, by data.resize's rule: data/resize.py),
+optional horizontal flip, padding with
 0 (image) or 255 (semantic map) to the chosen bucket canvas, semantic map
 taken at stride 8. Ground truth is padded to `max_instances`; masks become
 fixed-size crops of their boxes (ops.mask_targets).
 """
 import numpy as np
-from PIL import Image
 
+from scnet_jax.data.resize import resize_image, resize_labels
 from scnet_jax.errors import DataError
 from scnet_jax.ops.mask_targets import crop_instance_mask
 
@@ -33,10 +34,22 @@ def choose_bucket(hw, buckets):
   return min(fits, key=lambda i: buckets[i][0] * buckets[i][1])
 
 
-def _resize(arr, hw, resample):
-  if arr.shape[:2] == tuple(hw):
-    return arr
-  return np.asarray(Image.fromarray(arr).resize((hw[1], hw[0]), resample))
+def resize_and_pad(image, image_scale, buckets, rule, flip=False):
+  """An image at inference: resized keeping its ratio into image_scale
+  (rescale_size, by data.resize's `rule`), flipped horizontally if `flip`,
+  and padded with 0 to the smallest of `buckets` that holds it.
+
+  Returns (bucket index, canvas [bh, bw, 3] uint8, (nh, nw) its resized
+  size)."""
+  h, w = image.shape[:2]
+  (nh, nw), _ = rescale_size(h, w, image_scale)
+  bucket = choose_bucket((nh, nw), buckets)
+  bh, bw = buckets[bucket]
+  resized = resize_image(image, (nh, nw), rule)
+  if flip:
+    resized = resized[:, ::-1]
+  return bucket, np.pad(resized, ((0, bh - nh), (0, bw - nw), (0, 0))), \
+      (nh, nw)
 
 
 def thing_semantic_map(masks, labels, background):
@@ -97,7 +110,7 @@ def prepare_example(source, rec, data_cfg, num_classes, bucket, flip,
     raise DataError(f"{rec['path']}: resized size {nh}x{nw} exceeds the "
                     f"bucket {bh}x{bw}")
   sx, sy = nw / w, nh / h
-  image = _resize(image, (nh, nw), Image.BILINEAR)
+  image = resize_image(image, (nh, nw), data_cfg.resize)
 
   boxes = rec["boxes"] * np.array([sx, sy, sx, sy], np.float32)
   labels = rec["labels"]
@@ -116,7 +129,7 @@ def prepare_example(source, rec, data_cfg, num_classes, bucket, flip,
       stuff = thing_semantic_map(masks if masks is not None else
                                  np.zeros((0, h, w), np.uint8), labels,
                                  num_classes)
-    semantic = _resize(stuff, (nh, nw), Image.NEAREST)
+    semantic = resize_labels(stuff, (nh, nw), data_cfg.resize)
 
   if flip:
     image = image[:, ::-1]

@@ -44,6 +44,21 @@ def masks_in_image(det, rows, boxes, scale, image_hw, mask_thr):
   raise ValueError(f"unknown mask kind {kind!r}")
 
 
+def detections_in_image(det, scale, image_hw, score_thr, mask_thr):
+  """One image's detections (image_detections) with a score above
+  `score_thr`, in the original image (scale (sx, sy): the resize factors;
+  image_hw its size): boxes [n, 4] float32 (x1, y1, x2, y2), scores [n]
+  float32, labels [n] int64 (contiguous), masks [n, H, W] bool."""
+  sx, sy = scale
+  n = int(det["num_detections"])
+  keep = np.nonzero(det["scores"][:n] > score_thr)[0]
+  boxes = det["boxes"][keep] / np.array([sx, sy, sx, sy], np.float32)
+  masks = masks_in_image(det, keep, boxes, (sx, sy), image_hw, mask_thr)
+  return {"boxes": boxes.astype(np.float32),
+          "scores": det["scores"][keep].astype(np.float32),
+          "labels": det["labels"][keep].astype(np.int64), "masks": masks}
+
+
 def image_results(det, meta, cat_ids, mask_thr=0.5, with_masks=True):
   """One image's detections as COCO result dicts.
 

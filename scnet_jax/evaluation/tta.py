@@ -23,7 +23,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from scnet_jax import ops
 from scnet_jax.data import transforms
@@ -51,18 +50,11 @@ class View:
 
   def __init__(self, image, scale, flip, data_cfg):
     h, w = image.shape[:2]
-    (self.h, self.w), _ = transforms.rescale_size(h, w, scale)
+    _, canvas, (self.h, self.w) = transforms.resize_and_pad(
+        image, scale, view_buckets(data_cfg, scale), data_cfg.resize, flip)
     self.factors = np.array([self.w / w, self.h / h] * 2, np.float32)
     self.flip = flip
-    buckets = view_buckets(data_cfg, scale)
-    bh, bw = buckets[transforms.choose_bucket((self.h, self.w), buckets)]
-    resized = np.asarray(Image.fromarray(image).resize(
-        (self.w, self.h), Image.BILINEAR)) if (self.h, self.w) != (h, w) \
-        else image
-    if flip:
-      resized = resized[:, ::-1]
-    self.canvas = np.pad(resized, ((0, bh - self.h), (0, bw - self.w),
-                                   (0, 0)))[None]
+    self.canvas = canvas[None]
     self.image_hw = np.array([[self.h, self.w]], np.int32)
 
   def to_original(self, boxes):

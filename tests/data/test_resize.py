@@ -1,0 +1,54 @@
+"""Resizing against mmdetection 3.3's own test pipeline (`Resize` with
+keep_ratio, mmcv's cv2 backend): with data.resize="cv2" the resized pixels,
+the resized size and the label map equal mmdetection's exactly, upscaled
+to COCO's scale and shrunk; Pillow's rule ("pil") does not."""
+import numpy as np
+import pytest
+
+from scnet_jax.data import transforms
+from scnet_jax.data.resize import resize_labels
+from scnet_jax.errors import ConfigError
+from tests.mmdet_reference import mmdet_import
+
+BUCKETS = [(800, 1216), (1344, 800), (512, 512)]
+
+
+def _photograph(name):
+  from skimage import data
+  return getattr(data, name)()
+
+
+def _mmdet_resize(image, labels, scale):
+  """mmdetection's test-time Resize on an RGB image (it works in BGR) and
+  a label map: (resized RGB image, resized labels, its (h, w))."""
+  Resize = mmdet_import("mmdet.datasets.transforms").Resize
+  out = Resize(scale=scale, keep_ratio=True)(dict(
+      img=np.ascontiguousarray(image[:, :, ::-1]), gt_seg_map=labels,
+      img_shape=image.shape[:2], ori_shape=image.shape[:2]))
+  return out["img"][:, :, ::-1], out["gt_seg_map"], out["img_shape"]
+
+
+@pytest.mark.parametrize("photo, scale", [("chelsea", (1333, 800)),
+                                          ("astronaut", (448, 448))])
+def test_cv2_rule_equals_mmdetection(photo, scale):
+  image = _photograph(photo)
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 183, image.shape[:2], dtype=np.uint8)
+  want, want_labels, want_hw = _mmdet_resize(image, labels, scale)
+  assert want.shape[:2] != image.shape[:2]
+  _, canvas, hw = transforms.resize_and_pad(image, scale, BUCKETS, "cv2")
+  assert hw == tuple(want_hw)
+  np.testing.assert_array_equal(canvas[:hw[0], :hw[1]], want)
+  assert not canvas[hw[0]:].any() and not canvas[:, hw[1]:].any()
+  np.testing.assert_array_equal(resize_labels(labels, hw, "cv2"),
+                                want_labels)
+  # Pillow's filters give other pixels and labels.
+  _, pil, _ = transforms.resize_and_pad(image, scale, BUCKETS, "pil")
+  assert np.mean(pil[:hw[0], :hw[1]] != want) > 0.01
+  assert np.mean(resize_labels(labels, hw, "pil") != want_labels) > 0.01
+
+
+def test_unknown_rule_is_refused():
+  with pytest.raises(ConfigError, match="data.resize"):
+    transforms.resize_and_pad(np.zeros((8, 8, 3), np.uint8), (16, 16),
+                              [(32, 32)], "bicubic")
