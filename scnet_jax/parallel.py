@@ -147,14 +147,16 @@ class DataParallel:
       return rows.reshape(-1, *x.shape[2:]) if self.mode == "pmap" else rows
     return jax.tree.map(local_rows, tree)
 
+  @staticmethod
+  def _signature(replicated, batch):
+    leaves, tree = jax.tree.flatten((replicated, batch))
+    return tree, tuple((x.shape, x.dtype) for x in leaves)
+
   def compile(self, replicated, batch):
     """Compiles the program for these device inputs (put_replicated,
     put_batch) without running it; returns True when it was not compiled
-    yet. A later call with inputs of the same shapes takes the executable
-    from JAX's cache (pmap's own lowering cannot be called with
-    host-local arrays); holding it here keeps it there."""
-    leaves, tree = jax.tree.flatten((replicated, batch))
-    signature = (tree, tuple((x.shape, x.dtype) for x in leaves))
+    yet."""
+    signature = self._signature(replicated, batch)
     if signature in self._compiled:
       return False
     self._compiled[signature] = self.fn.lower(replicated, batch).compile()
@@ -165,9 +167,16 @@ class DataParallel:
     # gives up after 30 s, and on a busy host one process can finish
     # compiling (or start its data workers) more than 30 s after another:
     # each compiles first, then all start it together.
-    if self.spans_processes and self.compile(replicated, batch):
+    if self.mode == "pmap":
+      if self.spans_processes and self.compile(replicated, batch):
+        sync("compiled")
+      # pmap's compiled program cannot be called with host-local arrays:
+      # the pmap runs, with the executable compile() left in JAX's cache.
+      return self.fn(replicated, batch)
+    if self.compile(replicated, batch) and self.spans_processes:
       sync("compiled")
-    return self.fn(replicated, batch)
+    return self._compiled[self._signature(replicated, batch)](replicated,
+                                                              batch)
 
 
 def _start(index):
