@@ -107,7 +107,7 @@ def eval_main(argv):
   from scnet_jax.data.sources import val_paths
   from scnet_jax.evaluation.inference import Evaluator
   from scnet_jax.models import build_model
-  from scnet_jax.predictor import abstract_variables
+  from scnet_jax.training.state import abstract_variables
 
   config = FLAGS.config
   if FLAGS.tta:  # refused before the long plain evaluation, not after

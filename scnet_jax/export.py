@@ -98,7 +98,7 @@ def main(argv):
 
   from scnet_jax import checkpoint
   from scnet_jax.models import build_model
-  from scnet_jax.predictor import abstract_variables
+  from scnet_jax.training.state import abstract_variables
   config = FLAGS.config
   variables, step = checkpoint.restore_params(
       FLAGS.checkpoint, config, abstract_variables(build_model(config),

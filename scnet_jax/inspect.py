@@ -10,8 +10,6 @@ with every field of every part, defaults included, as JSON: what a
 training run writes to WORKDIR/config.json (and what
 configs/from_json.py reads back).
 """
-import jax
-import numpy as np
 from absl import flags
 
 from scnet_jax.cli import config_flag, run_cli
@@ -22,13 +20,9 @@ FLAGS = flags.FLAGS
 def part_counts(config):
   """{top-level module name: parameter count} via eval_shape."""
   from scnet_jax.models import build_model
-  from scnet_jax.training.state import dummy_batch
-  model = build_model(config)
-  shapes = jax.eval_shape(lambda b: model.init(
-      {"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, b),
-      dummy_batch(config, 1))["params"]
-  return {k: int(sum(np.prod(x.shape) for x in jax.tree.leaves(v)))
-          for k, v in shapes.items()}
+  from scnet_jax.training.state import abstract_variables, param_count
+  params = abstract_variables(build_model(config), config)["params"]
+  return {k: param_count(v) for k, v in params.items()}
 
 
 def main(argv):

@@ -21,6 +21,7 @@ from scnet_jax.evaluation.postprocess import (detections_in_image,
 from scnet_jax.evaluation.inference import make_predict
 from scnet_jax.models import build_model
 from scnet_jax.parallel import DataParallel
+from scnet_jax.training.state import abstract_variables
 
 
 def load_config(config):
@@ -33,13 +34,6 @@ def load_config(config):
     spec.loader.exec_module(module)
     return module.get_config()
   return config
-
-
-def abstract_variables(model, config):
-  from scnet_jax.training.state import dummy_batch
-  return jax.eval_shape(lambda b: model.init(
-      {"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, b),
-      dummy_batch(config, 1))
 
 
 class Predictor:

@@ -3,7 +3,6 @@
 Anchors depend only on static feature-map sizes, so they are built with
 NumPy at trace time and enter the program as constants.
 """
-import math
 
 import jax.numpy as jnp
 import numpy as np
@@ -96,8 +95,3 @@ def inside_flags(anchors, valid, image_hw, allowed_border=0):
   return (valid & (a[..., 0] >= -b) & (a[..., 1] >= -b)
           & (a[..., 2] < hw[:, 1:2] + b) & (a[..., 3] < hw[:, 0:1] + b))
 
-
-def level_sizes(image_hw, strides):
-  """Static feature sizes of a padded canvas: ceil(H / s), ceil(W / s)."""
-  h, w = image_hw
-  return [(int(math.ceil(h / s)), int(math.ceil(w / s))) for s in strides]

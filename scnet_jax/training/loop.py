@@ -29,7 +29,7 @@ from scnet_jax.parallel import (DataParallel, check_batch,
 from scnet_jax.training import optim
 from scnet_jax.training.init_weights import load_init_weights
 from scnet_jax.training.prefetch import DevicePrefetch
-from scnet_jax.training.state import create_state, init_variables
+from scnet_jax.training.state import create_state, init_variables, param_count
 from scnet_jax.training.step import AXIS, make_train_step
 from scnet_jax.training.writers import MetricWriter
 
@@ -216,7 +216,7 @@ def _train(config, workdir, ckpt, show, log):
   workers = loader.resolve_num_workers(config.data.num_workers,
                                        jax.local_device_count())
   log(f"Model {config.model_name}: "
-      f"{sum(np.prod(x.shape) for x in jax.tree.leaves(state.params)):,} "
+      f"{param_count(state.params):,} "
       f"params; {len(source)} training images, {spe} steps/epoch, "
       f"{total} steps, global batch {config.global_batch} on "
       f"{jax.device_count()} devices of {jax.process_count()} process(es) "

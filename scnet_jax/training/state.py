@@ -32,13 +32,23 @@ def dummy_batch(config, batch_size, bucket=None, train=True):
   return batch
 
 
-def init_variables(model, config, seed):
-  """Parameters and batch statistics, initialised under jit."""
-  batch = dummy_batch(config, 1)
+def _init_fn(model, seed):
   rngs = {"params": jax.random.PRNGKey(seed),
           "sample": jax.random.PRNGKey(seed + 1)}
-  variables = jax.jit(lambda b: model.init(rngs, b))(batch)
+  return lambda batch: model.init(rngs, batch)
+
+
+def init_variables(model, config, seed):
+  """Parameters and batch statistics, initialised under jit."""
+  variables = jax.jit(_init_fn(model, seed))(dummy_batch(config, 1))
   return variables["params"], variables.get("batch_stats", {})
+
+
+def abstract_variables(model, config):
+  """The model's variables as jax.ShapeDtypeStructs ({"params", and
+  "batch_stats" where the model has them}), traced, nothing computed: the
+  target of a checkpoint restore, or a parameter count."""
+  return jax.eval_shape(_init_fn(model, 0), dummy_batch(config, 1))
 
 
 def create_state(params, batch_stats, tx, seed):
@@ -48,4 +58,6 @@ def create_state(params, batch_stats, tx, seed):
 
 
 def param_count(params):
+  """Number of parameters (or of elements) in a tree of arrays or
+  ShapeDtypeStructs."""
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))

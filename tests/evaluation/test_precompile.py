@@ -8,7 +8,7 @@ import pytest
 
 from scnet_jax.evaluation.inference import Evaluator
 from scnet_jax.models import build_model
-from scnet_jax.predictor import abstract_variables
+from scnet_jax.training.state import abstract_variables
 from tests.helpers import compiles, shapes_root, tiny_config
 
 

@@ -6,7 +6,7 @@ import os
 
 from scnet_jax import checkpoint
 from scnet_jax.models import build_model
-from scnet_jax.predictor import abstract_variables
+from scnet_jax.training.state import abstract_variables
 from scnet_jax.training.writers import read_metrics
 from tests.helpers import tiny_config
 from tests.training.test_resume import _train
