@@ -34,6 +34,17 @@ def choose_bucket(hw, buckets):
   return min(fits, key=lambda i: buckets[i][0] * buckets[i][1])
 
 
+def resize_boxes(boxes, scale, hw):
+  """[n, 4] (x1, y1, x2, y2) boxes of the original image -> the image
+  resized by scale (sx, sy) to hw (h, w), clipped to it, as mmdetection's
+  Resize (clip_object_border) does."""
+  sx, sy = scale
+  h, w = hw
+  boxes = np.asarray(boxes, np.float32) * np.array([sx, sy, sx, sy],
+                                                   np.float32)
+  return np.clip(boxes, 0, np.array([w, h, w, h], np.float32))
+
+
 def resize_and_pad(image, image_scale, buckets, rule, flip=False):
   """An image at inference: resized keeping its ratio into image_scale
   (rescale_size, by data.resize's `rule`), flipped horizontally if `flip`,
@@ -112,7 +123,7 @@ def prepare_example(source, rec, data_cfg, num_classes, bucket, flip,
   sx, sy = nw / w, nh / h
   image = resize_image(image, (nh, nw), data_cfg.resize)
 
-  boxes = rec["boxes"] * np.array([sx, sy, sx, sy], np.float32)
+  boxes = resize_boxes(rec["boxes"], (sx, sy), (nh, nw))
   labels = rec["labels"]
   n = min(len(labels), g)
   masks = source.load_masks(rec) if len(labels) else None

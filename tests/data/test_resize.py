@@ -1,7 +1,8 @@
-"""Resizing against mmdetection 3.3's own test pipeline (`Resize` with
-keep_ratio, mmcv's cv2 backend): with data.resize="cv2" the resized pixels,
-the resized size and the label map equal mmdetection's exactly, upscaled
-to COCO's scale and shrunk; Pillow's rule ("pil") does not."""
+"""Resizing against mmdetection 3.3's own `Resize` (keep_ratio, mmcv's cv2
+backend): with data.resize="cv2" the resized pixels, the resized size and
+the label map equal mmdetection's exactly, upscaled to COCO's scale and
+shrunk, and the boxes are scaled and clipped to the image as its are;
+Pillow's rule ("pil") gives other pixels."""
 import numpy as np
 import pytest
 
@@ -18,14 +19,18 @@ def _photograph(name):
   return getattr(data, name)()
 
 
-def _mmdet_resize(image, labels, scale):
-  """mmdetection's test-time Resize on an RGB image (it works in BGR) and
-  a label map: (resized RGB image, resized labels, its (h, w))."""
+def _mmdet_resize(image, labels, boxes, scale):
+  """mmdetection's Resize on an RGB image (it works in BGR), a label map
+  and boxes: (resized RGB image, labels, boxes, its (h, w))."""
+  import torch
   Resize = mmdet_import("mmdet.datasets.transforms").Resize
+  HorizontalBoxes = mmdet_import("mmdet.structures.bbox").HorizontalBoxes
   out = Resize(scale=scale, keep_ratio=True)(dict(
       img=np.ascontiguousarray(image[:, :, ::-1]), gt_seg_map=labels,
+      gt_bboxes=HorizontalBoxes(torch.from_numpy(boxes)),
       img_shape=image.shape[:2], ori_shape=image.shape[:2]))
-  return out["img"][:, :, ::-1], out["gt_seg_map"], out["img_shape"]
+  return (out["img"][:, :, ::-1], out["gt_seg_map"],
+          out["gt_bboxes"].tensor.numpy(), out["img_shape"])
 
 
 @pytest.mark.parametrize("photo, scale", [("chelsea", (1333, 800)),
@@ -34,7 +39,12 @@ def test_cv2_rule_equals_mmdetection(photo, scale):
   image = _photograph(photo)
   rng = np.random.default_rng(0)
   labels = rng.integers(0, 183, image.shape[:2], dtype=np.uint8)
-  want, want_labels, want_hw = _mmdet_resize(image, labels, scale)
+  h, w = image.shape[:2]
+  # Boxes inside the image, reaching its far border, and beyond it.
+  boxes = np.array([[10.5, 20.25, 100.0, 120.75], [0, 0, w, h],
+                    [w / 2, h / 2, w + 7.5, h + 3.0]], np.float32)
+  want, want_labels, want_boxes, want_hw = _mmdet_resize(image, labels,
+                                                         boxes, scale)
   assert want.shape[:2] != image.shape[:2]
   _, canvas, hw = transforms.resize_and_pad(image, scale, BUCKETS, "cv2")
   assert hw == tuple(want_hw)
@@ -42,6 +52,9 @@ def test_cv2_rule_equals_mmdetection(photo, scale):
   assert not canvas[hw[0]:].any() and not canvas[:, hw[1]:].any()
   np.testing.assert_array_equal(resize_labels(labels, hw, "cv2"),
                                 want_labels)
+  ours = transforms.resize_boxes(boxes, (hw[1] / w, hw[0] / h), hw)
+  np.testing.assert_allclose(ours, want_boxes, rtol=1e-6, atol=1e-4)
+  assert ours[2, 2] == hw[1] and ours[2, 3] == hw[0]
   # Pillow's filters give other pixels and labels.
   _, pil, _ = transforms.resize_and_pad(image, scale, BUCKETS, "pil")
   assert np.mean(pil[:hw[0], :hw[1]] != want) > 0.01
