@@ -384,6 +384,11 @@ def get_base(system):
   c.grad_clip_norm = 0.0      # > 0: clip gradients by global norm
   c.warmup_steps = 500
   c.warmup_ratio = 0.001
+  # Where the linear warm-up reaches the full rate (training/optim.py):
+  # "mmcv" at step warmup_steps (mmdetection 2.x, how the published
+  # checkpoints were trained), "mmengine" one step earlier (mmdetection
+  # 3.x's LinearLR with end=warmup_steps).
+  c.warmup_rule = "mmcv"
   c.num_epochs = 12
   c.lr_decay_epochs = (8, 11)
   c.total_steps = -1          # > 0 overrides num_epochs

@@ -25,6 +25,7 @@ from scnet_jax.errors import ConfigError
 from scnet_jax.models import resolve_model
 
 OPTIMIZERS = ("sgd", "adamw")
+WARMUP_RULES = ("mmcv", "mmengine")
 
 
 def scaled_lr(config):
@@ -39,13 +40,14 @@ def lr_schedule(config, total_steps, xp=jnp):
   base = scaled_lr(config)
   bounds = [round(e / config.num_epochs * total_steps)
             for e in config.lr_decay_epochs]
-  warm = config.warmup_steps
+  # The step at which the warm-up reaches the full rate.
+  full = config.warmup_steps - (config.warmup_rule == "mmengine")
   ratio = config.warmup_ratio
 
   def schedule(step):
     step = xp.asarray(step, xp.float32)
-    factor = xp.where(step < warm,
-                      1.0 - (1.0 - step / max(warm, 1)) * (1.0 - ratio), 1.0)
+    factor = xp.where(step < full,
+                      1.0 - (1.0 - step / max(full, 1)) * (1.0 - ratio), 1.0)
     for b in bounds:
       factor = factor * xp.where(step >= b, 0.1, 1.0)
     return base * factor
@@ -88,6 +90,9 @@ def check_config(config):
   if config.optimizer not in OPTIMIZERS:
     raise ConfigError(f"optimizer: one of {OPTIMIZERS}, got "
                       f"{config.optimizer!r}")
+  if config.warmup_rule not in WARMUP_RULES:
+    raise ConfigError(f"warmup_rule: one of {WARMUP_RULES}, got "
+                      f"{config.warmup_rule!r}")
 
 
 def make_optimizer(config, params, total_steps):

@@ -100,3 +100,42 @@ def test_unknown_optimizer_is_refused():
   c = _config("adam", 0.0)
   with pytest.raises(ConfigError, match="optimizer"):
     optim.make_optimizer(c, {"neck": {"bias": np.zeros(2)}}, 10)
+
+
+def test_unknown_warmup_rule_is_refused():
+  c = _config("sgd", 0.0)
+  c.warmup_rule = "linear"
+  with pytest.raises(ConfigError, match="warmup_rule"):
+    optim.make_optimizer(c, {"neck": {"bias": np.zeros(2)}}, 10)
+
+
+def test_mmengine_rule_equals_mmdetection3s_schedulers():
+  """warmup_rule="mmengine" against the schedulers of mmdetection 3.3's
+  configs run by mmengine itself: LinearLR (start_factor, by iteration,
+  end = warmup_steps) then MultiStepLR x0.1 at epochs 8 and 11, here 10
+  iterations an epoch; "mmcv" reaches the full rate one step later."""
+  from mmengine.optim.scheduler import LinearLR, MultiStepLR
+  warm, spe, epochs = 25, 10, 12
+  c = config_lib.get_base("scnet")
+  c.update(warmup_steps=warm, warmup_ratio=0.001, num_epochs=epochs,
+           lr_decay_epochs=(8, 11), warmup_rule="mmengine")
+  param = torch.zeros(1, requires_grad=True)
+  sgd = torch.optim.SGD([param], lr=optim.scaled_lr(c), momentum=0.9)
+  schedulers = [
+      LinearLR(sgd, start_factor=0.001, by_epoch=False, begin=0, end=warm),
+      MultiStepLR(sgd, milestones=[8 * spe, 11 * spe], gamma=0.1,
+                  by_epoch=False, begin=0, end=epochs * spe)]
+  want = []
+  for _ in range(epochs * spe):
+    want.append(sgd.param_groups[0]["lr"])
+    sgd.step()
+    for s in schedulers:
+      s.step()
+  schedule = optim.lr_schedule(c, epochs * spe, np)
+  ours = [float(schedule(s)) for s in range(epochs * spe)]
+  # Ours is float32: 1 - 0.999 at the first step keeps 5 digits.
+  np.testing.assert_allclose(ours, want, rtol=3e-5)
+  c.warmup_rule = "mmcv"
+  mmcv = optim.lr_schedule(c, epochs * spe, np)
+  assert float(mmcv(warm - 1)) < want[warm - 1] == want[warm]
+  assert float(mmcv(warm)) == float(schedule(warm))
