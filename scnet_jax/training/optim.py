@@ -9,12 +9,11 @@ either at lr = base_lr * global_batch / base_batch,
 linear warm-up from warmup_ratio over warmup_steps (mmdet 2.x formula),
 x0.1 at the schedule's decay epochs, times a parameter's factor of
 `lr_mults` (as a torch parameter group's lr: its weight decay scales
-too). Frozen parameters (the stem and the first `frozen_stages` stages)
-get no update, not even weight decay.
+too). Frozen parameters (those the backbone's class names: ResNet's stem
+and first `frozen_stages` stages) get no update, not even weight decay.
 Optional gradient clipping by global norm (mmdet's grad_clip), off in the
 COCO configs as in mmdetection.
 """
-import re
 
 import flax
 import jax
@@ -22,7 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from scnet_jax.errors import ConfigError
-from scnet_jax.models import resolve_model
+from scnet_jax.models import registry, resolve_model
 
 OPTIMIZERS = ("sgd", "adamw")
 WARMUP_RULES = ("mmcv", "mmengine")
@@ -54,17 +53,18 @@ def lr_schedule(config, total_steps, xp=jnp):
   return schedule
 
 
-def frozen_labels(params, frozen_stages):
-  """'frozen' for the stem and layer1..layer{frozen_stages}, else
-  'trained' (mmdet frozen_stages)."""
-  pattern = None
-  if frozen_stages >= 0:
-    layers = "|".join(f"layer{i}_" for i in range(1, frozen_stages + 1))
-    pattern = re.compile(r"^backbone/(conv1|bn1" + (f"|{layers}" if layers
-                                                     else "") + ")")
+def frozen_labels(params, model_cfg):
+  """'frozen' for the backbone's parameters that its class's
+  `frozen_parameters(section)` names (e.g. ResNet's frozen_stages, as
+  mmdet's), else 'trained'. A backbone class without that method freezes
+  nothing."""
+  b = resolve_model(model_cfg).backbone
+  cls = registry.part_class(registry.BACKBONES, "backbone", b)
+  pattern = (cls.frozen_parameters(b) if hasattr(cls, "frozen_parameters")
+             else None)
   flat = flax.traverse_util.flatten_dict(params, sep="/")
-  labels = {k: "frozen" if pattern and pattern.match(k) else "trained"
-            for k in flat}
+  labels = {k: "frozen" if pattern and k.startswith("backbone/") and
+            pattern.match(k[len("backbone/"):]) else "trained" for k in flat}
   return flax.traverse_util.unflatten_dict(labels, sep="/")
 
 
@@ -108,8 +108,7 @@ def make_optimizer(config, params, total_steps):
                          optax.sgd(lr, momentum=config.momentum))
   tx = optax.multi_transform(
       {"trained": optax.chain(*clip, update), "frozen": optax.set_to_zero()},
-      frozen_labels(params,
-                    resolve_model(config.model).backbone.frozen_stages))
+      frozen_labels(params, config.model))
   if not config.lr_mults:
     return tx
   factors = lr_factors(params, config.lr_mults)

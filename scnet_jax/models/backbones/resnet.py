@@ -12,7 +12,8 @@ live in the `batch_stats` collection and are never updated; scale and bias
 are parameters (trained from layer2 on).
 """
 import functools
-from typing import Any, Sequence
+import re
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -107,6 +108,16 @@ class ResNet(nn.Module, kw_only=True):
   norm: str = "frozen_bn"
   gn_groups: int = 8
   dtype: Any = jnp.float32
+
+  @classmethod
+  def frozen_parameters(cls, cfg):
+    """The parameters that cfg.frozen_stages freezes (no update, no weight
+    decay): a regex on their "/"-joined paths under the backbone (the
+    stem, then layer1..layer{frozen_stages}); None when nothing is."""
+    if cfg.frozen_stages < 0:
+      return None
+    layers = "".join(f"|layer{i}_" for i in range(1, cfg.frozen_stages + 1))
+    return re.compile(rf"^(conv1|bn1{layers})")
 
   @nn.compact
   def __call__(self, x, canvas=None):
