@@ -10,6 +10,7 @@ one line here.
 import dataclasses
 
 from scnet_jax.errors import ConfigError
+from scnet_jax.models import contracts
 from scnet_jax.models.backbones.resnet import ResNet
 from scnet_jax.models.dense_heads.aggmask_head import AggMaskHead
 from scnet_jax.models.dense_heads.rpn_head import RPNHead
@@ -57,8 +58,9 @@ def class_defaults(cls):
 
 
 def check_fields(registry, section, cfg, injected):
-  """Refuses an unknown type, fields the class does not take and fields
-  the detector sets itself (`injected`)."""
+  """Refuses an unknown type, fields the class does not take, fields the
+  detector sets itself (`injected`) and a class without the methods of its
+  kind's contract (models/contracts.py)."""
   cls = part_class(registry, section, cfg)
   fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
   given = set(cfg.keys()) - {"type"}
@@ -70,6 +72,12 @@ def check_fields(registry, section, cfg, injected):
   if clash:
     raise ConfigError(f"model.{section}.{clash[0]}: set by the detector, "
                       f"not the config")
+  missing = contracts.missing_members(section, cls)
+  if missing:
+    raise ConfigError(
+        f"model.{section}.type: {cfg.type!r} ({cls.__name__}) lacks "
+        f"{', '.join(missing)} of the {contracts.CONTRACTS[section].__name__}"
+        f" contract (scnet_jax/models/contracts.py)")
 
 
 def complete_section(registry, section, cfg, injected):
