@@ -4,12 +4,12 @@ results that load, pictures beside the ground truth), scnet_jax.predict
 on files of other sizes, and Predictor; eval.py --tta refused in one
 line.
 
-Four training steps leave scores and masks near their 0.01 prior, so
-every threshold is set to 0 and every aggregated mask becomes a
-detection (8 cells per level, to keep it quick): the point here is the
-plumbing (the masks' kind, stride, crop and resize to each original
-image), which test_image_masks.py checks against torch and
-pycocotools."""
+SOLO, whose image-level masks are AggMask's kind too. Four training steps
+leave scores and masks near their 0.01 prior, so every threshold is set
+to 0 and every cell becomes a candidate (the 50 best before Matrix NMS,
+to keep it quick): the point here is the plumbing (the masks' kind,
+stride, crop and resize to each original image), which
+test_image_masks.py checks against torch and pycocotools."""
 import json
 import os
 
@@ -21,11 +21,11 @@ from pycocotools.coco import COCO
 from scnet_jax import Predictor
 from tests.helpers import ROOT, run_command, shapes_flags, shapes_root
 
-CONFIG = os.path.join(ROOT, "configs", "aggmask_tiny_shapes.py")
+CONFIG = os.path.join(ROOT, "configs", "solo_tiny_shapes.py")
 ANY_MASK = ["--config.model.test.mask_thr=0.0",
             "--config.model.test.score_thr=0.0",
             "--config.model.test.filter_thr=0.0",
-            "--config.model.test.max_cells=8"]
+            "--config.model.test.nms_pre=50"]
 
 
 def _run(command, *args):
@@ -69,11 +69,10 @@ def test_image_masks_through_train_eval_predict(tmp_path):
   (r, *_) = json.loads((tmp_path / "pred" / "results.json").read_text())
   assert mask_utils.decode(r["segmentation"]).shape == (150, 200)
 
-  config = os.path.join(ROOT, "configs", "aggmask_tiny_shapes.py")
   from scnet_jax.predictor import load_config
-  c = load_config(config)
+  c = load_config(CONFIG)
   c.model.test.update(mask_thr=0.0, score_thr=0.0, filter_thr=0.0,
-                      max_cells=8)
+                      nms_pre=50)
   predictor = Predictor.from_checkpoint(c, str(work))
   for h, w in [(128, 128), (90, 100)]:
     out = predictor(np.zeros((h, w, 3), np.uint8))

@@ -13,7 +13,8 @@ from scnet_jax.errors import ConfigError
 from scnet_jax.models import build_model
 from scnet_jax.models.dense_heads.solo_head import SOLOHead
 from scnet_jax.ops.aggregate import identity_weights, layer_shapes
-from scnet_jax.training.state import init_variables, param_count
+from scnet_jax.training.state import (abstract_variables, init_variables,
+                                      param_count)
 from tests import helpers
 
 
@@ -192,24 +193,22 @@ def test_parameter_counts_by_hand():
   generator (3x3 conv 256 -> 945 with bias) and the context branch (1x1
   conv 5 x 256 -> 256 with bias, GN affine 2 x 256, 1x1 conv 256 -> 16
   with bias)."""
-  solo = build_model(config_lib.get_base("solo"))
-  agg = build_model(config_lib.get_base("aggmask"))
-  count = lambda m, c: param_count(jax.eval_shape(
-      lambda: init_variables(m, c, 0))[0])
-  solo_total = count(solo, config_lib.get_base("solo"))
+  def count(system, **head):
+    c = config_lib.get_base(system)
+    c.model.mask_head.update(head)
+    return param_count(abstract_variables(build_model(c), c)["params"])
+
+  solo_total = count("solo")
   assert solo_total == 36_301_232
   generator = 256 * 3 * 3 * 945 + 945
   context = (5 * 256 * 256 + 256) + 2 * 256 + (256 * 16 + 16)
-  assert count(agg, config_lib.get_base("aggmask")) == \
-      solo_total + generator + context
+  assert count("aggmask") == solo_total + generator + context
   # Mask interpolation: S_m^2 mask channels instead of S_c^2, and 909
   # generated values (K = 4).
-  c = config_lib.get_base("aggmask")
-  c.model.mask_head.mask_grids = (20, 18, 12, 8, 6)
   fewer = sum((s * s - m * m) * (256 + 1) for s, m in
               zip((40, 36, 24, 16, 12), (20, 18, 12, 8, 6)))
-  assert count(build_model(c), c) == solo_total - fewer + (
-      256 * 9 * 909 + 909) + context
+  assert count("aggmask", mask_grids=(20, 18, 12, 8, 6)) == solo_total - \
+      fewer + (256 * 9 * 909 + 909) + context
 
 
 @pytest.mark.parametrize("field,value,words", [
