@@ -31,7 +31,11 @@ def _semantic_head(conv_to_res=False):
   its defaults are written here."""
   return ml_collections.ConfigDict(dict(
       num_classes=183, num_convs=4, conv_to_res=conv_to_res, fusion_level=1,
-      ignore_label=255, loss_weight=0.2))
+      ignore_label=255, loss_weight=0.2,
+      # The CE's mean over the labelled pixels (mmdetection 2.x, how the
+      # published HTC and SCNet were trained); False: over every pixel,
+      # mmdetection 3.x's default (losses.semantic_ce).
+      avg_non_ignore=True))
 
 
 def thing_only_semantic_head(section, model):

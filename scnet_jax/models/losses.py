@@ -41,16 +41,20 @@ def normalizer(count, axis_name=None):
   return jnp.maximum(count, 1.0)
 
 
-def semantic_ce(logits, gt, ignore_label, axis_name=None):
-  """Per-pixel softmax CE, the mean over the pixels whose label is not
-  ignore_label (mmdet 2.8's semantic loss, how HTC and SCNet were trained).
+def semantic_ce(logits, gt, ignore_label, axis_name=None,
+                avg_non_ignore=True):
+  """Per-pixel softmax CE over the pixels whose label is not ignore_label,
+  divided by their count (avg_non_ignore, mmdetection 2.x's semantic
+  loss, how HTC and SCNet were trained) or by every pixel of the map, the
+  ignored ones and the bucket's padding included (mmdetection 3.x's
+  CrossEntropyLoss default, avg_non_ignore=False).
 
   logits: [B, H, W, K]; gt: [B, H, W] integer labels -> float32 scalar.
   """
   gt = gt.astype(jnp.int32)
   keep = gt != ignore_label
   ce = softmax_ce(logits, jnp.where(keep, gt, 0))
-  norm = normalizer(jnp.sum(keep), axis_name)
+  norm = normalizer(jnp.sum(keep) if avg_non_ignore else gt.size, axis_name)
   return jnp.sum(jnp.where(keep, ce, 0.0)) / norm
 
 

@@ -35,15 +35,20 @@ def test_neck_counts_equal_mmdet_fpn_plus_fused_semantic_head():
       {k: v for k, v in plain.items() if k != "neck"}
 
 
-def test_semantic_ce_equals_torch_cross_entropy_with_ignore_index():
+@pytest.mark.parametrize("avg_non_ignore", [True, False])
+def test_semantic_ce_equals_mmdetections_cross_entropy(avg_non_ignore):
+  """mmdetection 3.3's CrossEntropyLoss(ignore_index=255) with either
+  normalisation (its default is avg_non_ignore=False)."""
+  from tests.mmdet_reference import mmdet_import
+  CrossEntropyLoss = mmdet_import("mmdet.models.losses").CrossEntropyLoss
   rng = np.random.default_rng(0)
   logits = rng.normal(size=(2, 6, 5, 7)).astype(np.float32)
   gt = rng.integers(0, 7, size=(2, 6, 5)).astype(np.uint8)
   gt[0, :3] = 255
-  ours = float(semantic_ce(logits, gt, 255))
-  ref = torch.nn.functional.cross_entropy(
+  ours = float(semantic_ce(logits, gt, 255, avg_non_ignore=avg_non_ignore))
+  ref = CrossEntropyLoss(ignore_index=255, avg_non_ignore=avg_non_ignore)(
       torch.from_numpy(logits).permute(0, 3, 1, 2),
-      torch.from_numpy(gt.astype(np.int64)), ignore_index=255)
+      torch.from_numpy(gt.astype(np.int64)))
   np.testing.assert_allclose(ours, float(ref), rtol=1e-5)
 
 

@@ -79,5 +79,6 @@ class SFPN(nn.Module, kw_only=True):
     """(fused levels, {"loss_semantic_seg": alpha * CE})."""
     fused, logits = self.forward(inputs, canvas)
     h = self.semantic_head
-    ce = semantic_ce(logits, gt.semantic, h.ignore_label, axis_name)
+    ce = semantic_ce(logits, gt.semantic, h.ignore_label, axis_name,
+                     h.avg_non_ignore)
     return fused, {"loss_semantic_seg": h.loss_weight * ce}

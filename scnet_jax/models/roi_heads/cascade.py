@@ -76,7 +76,7 @@ class CascadeRoIHeads(StandardRoIHeads, kw_only=True):
     """CE over non-ignored pixels (mmdet 2.8, how SCNet was trained)."""
     cfg = self.semantic_head
     return cfg.loss_weight * semantic_ce(logits, gt, cfg.ignore_label,
-                                         self.axis_name)
+                                         self.axis_name, cfg.avg_non_ignore)
 
   def train_box_stages(self, feats, proposals, gt, image_hw, image_keys,
                        ctx, losses):
