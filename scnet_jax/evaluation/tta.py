@@ -27,7 +27,8 @@ import numpy as np
 from scnet_jax import ops
 from scnet_jax.data import transforms
 from scnet_jax.errors import ConfigError
-from scnet_jax.models import build_model
+from scnet_jax.models import build_model, resolve_model
+from scnet_jax.models.registry import ROI_HEADS, part_class
 
 
 def view_buckets(data_cfg, scale):
@@ -69,11 +70,16 @@ class View:
 
 def check_config(config):
   """Refuses a model TTA cannot run: the views merge RPN proposals, so
-  two-stage detectors only."""
+  two-stage detectors only, whose RoI heads declare TTA."""
   if config.model.type != "two_stage":
     raise ConfigError(f"eval.py --tta: test-time augmentation merges RPN "
                       f"proposals across views, so it needs "
                       f"model.type=two_stage; got {config.model.type!r}")
+  heads = resolve_model(config.model).roi_heads
+  if not part_class(ROI_HEADS, "roi_heads", heads).TTA:
+    raise ConfigError(f"eval.py --tta: model.roi_heads.type {heads.type!r} "
+                      f"has no test-time augmentation (its predict is not "
+                      f"the box and mask steps the views merge)")
 
 
 class TTAPredictor:
@@ -82,6 +88,7 @@ class TTAPredictor:
   num_detections."""
 
   def __init__(self, config, variables):
+    check_config(config)
     self.config = config
     model = self.model = build_model(config)
     self.variables = jax.device_put(variables)

@@ -4,8 +4,10 @@ gets symmetric detections), masks included; views map boxes both ways."""
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from scnet_jax.errors import ConfigError
 from scnet_jax.evaluation.tta import TTAPredictor, View, flip_boxes
 from scnet_jax.models import build_model
 from scnet_jax.training.state import init_variables
@@ -49,3 +51,12 @@ def test_views_map_boxes_to_the_original_and_back():
   inside = view.from_original(box)
   np.testing.assert_allclose(inside, [[96 - 48, 32, 96 - 16, 80]])
   np.testing.assert_allclose(view.to_original(inside), box, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["comask", "mnc"])
+def test_heads_without_tta_are_refused_in_one_line(family):
+  """CoMask's boxes come from its mask head, MNC predicts in 5 stages:
+  neither is the box and mask steps the views merge."""
+  with pytest.raises(ConfigError, match=rf"^eval.py --tta: model.roi_heads"
+                     rf".type '{family}' has no test-time augmentation"):
+    TTAPredictor(tiny_config(family), {})

@@ -69,6 +69,10 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
   max_level: of the area-ratio level rule.
   roi_pooling: the box head's pooling, RoIAlign or deformable.
   """
+  # Its boxes come from the mask head after the NMS, not from box stages
+  # the TTA views could merge.
+  TTA = False
+
   collaborative: bool = True
   loss_cls_weight: float = 2.0
   reg_loss_weight: float = 2.0
@@ -361,11 +365,3 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
     refined = jnp.sum(cells * w[..., None], axis=(-2, -3)) / (
         jnp.sum(w, axis=(-1, -2))[..., None] + 1e-5)
     return ops.clip_boxes(refined, image_hw)
-
-  def predict_boxes(self, feats, rois, image_hw, ctx):
-    """Refused: test-time augmentation (evaluation/tta.py) merges the box
-    stages' outputs over views, and CoMask's boxes come from its mask
-    head after the NMS."""
-    del feats, rois, image_hw, ctx
-    raise ConfigError("model.roi_heads.type: 'comask' has no test-time "
-                      "augmentation (eval.py --tta)")

@@ -59,6 +59,10 @@ class MNCRoIHeads(StandardRoIHeads, kw_only=True):
   num_shared_fcs and fc_dim size each stage-3 pathway; roi_size is the
   side the 14x14 (mask_roi_size) features are max-pooled to for them.
   """
+  # Its predict (5-stage inference, mask voting) is not the standard steps
+  # the TTA views merge.
+  TTA = False
+
   num_samples: int = 64
   pos_fraction: float = 0.3
   match_low_quality: bool = False

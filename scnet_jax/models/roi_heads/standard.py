@@ -56,6 +56,11 @@ class StandardRoIHeads(nn.Module, kw_only=True):
   model.test section); delta_clamp; dtype; axis_name. The rest is
   `model.roi_heads`.
   """
+  # Test-time augmentation (evaluation/tta.py) merges what context,
+  # predict_boxes, predict_masks and detect give over the views: a head
+  # whose predict is not those steps sets this False and is refused there.
+  TTA = True
+
   num_classes: int
   channels: int
   feature_strides: Sequence[int]
