@@ -151,9 +151,12 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
     """RoIAlign of rois [B, K, 4] on the area-ratio levels ->
     [B * K, size, size, C]."""
     strides = tuple(self.feature_strides[:self.num_roi_levels])
+    # Bilinear taps at the canvas border clamp there, as on the canvas
+    # (StandardRoIHeads.roi_features).
+    canvas = self.context(feats, image_hw)[0].canvas
     x = ratio_roi_align(feats[:self.num_roi_levels], rois, image_hw, size,
                         strides, self.sampling_ratio, self.aligned,
-                        self.max_level)
+                        self.max_level, canvas_hw=canvas.hw)
     return x.reshape(-1, *x.shape[2:])
 
   def class_logits(self, feats, rois, image_hw):
