@@ -12,7 +12,8 @@ DataParallel, shard_map on one device, donated state) at --train-batches
 with img/s, compile time and XLA's memory plan (compiled.memory_analysis()),
 mmdetection's train step (SGD) with torch's peak CUDA memory, and a
 per-stage breakdown of SCNet inference at batch 1 fp32 (differences of
-jitted cumulative prefixes, as bench/inference.py). Compilation is timed on
+jitted cumulative prefixes, as bench/inference.py), and RoIAlign's two
+methods ("gather", "dense") side by side at the image size. Compilation is timed on
 its own (lower + compile); steady state is the median of --iters runs after
 one warm-up, with jax.block_until_ready / torch.cuda.synchronize. Jobs run
 most important first and stop at --budget seconds; every result is printed
@@ -359,6 +360,38 @@ def our_train(name, hw, dtype, batch, variables):
 
 
 # -------------------------------------------------------------------- main
+def roi_align_methods(hw, channels=256, num_rois=1000):
+  """RoIAlign's two methods side by side on this device, at the image size
+  (random maps and RoIs): the box (7x7) and mask (14x14) RoIAlign over
+  P2-P5 and the semantic one (14x14 on the stride-8 map), adaptive
+  sampling, forward and forward + backward. Yields (case, method,
+  compile_s, s)."""
+  import jax.numpy as jnp
+  rng = np.random.default_rng(0)
+  h, w = hw
+  levels = [jnp.asarray(rng.normal(size=(1, h // s, w // s, channels)),
+                        jnp.float32) for s in (4, 8, 16, 32)]
+  xy = rng.uniform(0, [w - 50, h - 50], size=(1, num_rois, 2))
+  wh = np.exp(rng.uniform(np.log(16), np.log(600), size=(1, num_rois, 2)))
+  rois = jnp.asarray(np.concatenate([xy, np.minimum(xy + wh, [w, h])], -1),
+                     jnp.float32)
+  cases = {
+      "P2-P5 7x7": lambda f, r, m: ops.multilevel_roi_align(
+          f, r, 7, (4, 8, 16, 32), 0, method=m),
+      "P2-P5 14x14": lambda f, r, m: ops.multilevel_roi_align(
+          f, r, 14, (4, 8, 16, 32), 0, method=m),
+      "semantic 14x14": lambda f, r, m: ops.roi_align(
+          f[1], r, 14, 1 / 8, 0, method=m)}
+  for case, fn in cases.items():
+    for method in ("gather", "dense"):
+      fwd = jax.jit(lambda f, r, fn=fn, m=method: fn(f, r, m))
+      both = jax.jit(jax.grad(lambda f, r, fn=fn, m=method: jnp.sum(
+          fn(f, r, m) ** 2)))
+      for label, g in (("fwd", fwd), ("fwd+bwd", both)):
+        compile_s, t = time_jax(g, levels, rois, repeats=ARGS.iters)
+        yield f"{case} {label}", method, compile_s, t
+
+
 def main():
   global ARGS
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -420,6 +453,12 @@ def main():
 
   for name in names:
     infer_jobs(name)
+
+  def roi_align_jobs():
+    for case, method, compile_s, t in roi_align_methods(hw):
+      log(kind="roi_align", case=case, method=method, compile_s=compile_s,
+          s=t)
+  jobs.append((1, "RoIAlign gather vs dense", roi_align_jobs))
   if not ARGS.skip_train and "scnet" in names:
     c = our_config("scnet", hw, "float32")
     for b in [int(x) for x in ARGS.train_batches.split(",")]:

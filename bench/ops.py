@@ -91,8 +91,9 @@ def _small_map_rows(rng):
           ops.multilevel_roi_align(fs, rois, size, strides, 2,
                                    method=m) ** 2)))
       times[method] = time_jax(grad, feats)[1]
+    picked = "gather on CPU, dense elsewhere" if auto == "auto" else auto
     rows.append((f"128 px {size}x{size} sr=2 fwd+bwd: gather (peer) vs "
-                 f"auto ({auto})", times["gather"], times["auto"]))
+                 f"auto ({picked})", times["gather"], times["auto"]))
   return rows
 
 

@@ -453,7 +453,9 @@ def roi_align(features, rois, output_size, spatial_scale, sampling_ratio,
     aligned: True for the half-pixel shift (mmcv default, detectron2);
       False for torchvision's legacy behaviour (roi size clamped to >= 1).
     method: "gather", "dense" (separable matmuls, for small maps such as
-      the stride-8 semantic feature), or "auto" (by a static cost model).
+      the stride-8 semantic feature), or "auto": on CPU by a static cost
+      model, on GPU and TPU "dense", chosen where the program is lowered
+      (jax.lax.platform_dependent).
     roi_grad: differentiate the output in `rois` too (default: the boxes
       are constants, as in torchvision and mmcv).
     canvas_hw: [B, 2] (or [2] unbatched) int32 height and width in image
@@ -579,9 +581,8 @@ def _align(name, features, rois, level_of, scales, output_size,
     raise ValueError(f"roi_align sampling_ratio must be >= 0, got "
                      f"{sampling_ratio}")
   lvl = level_of(jax.lax.stop_gradient(rois))
-  method = _pick_method(method, [f.shape[1:3] for f in features],
-                        output_size, sampling_ratio, tile)
-  if method == "dense":
+
+  def dense(features, rois, lvl, extents):
     out = 0
     for i, (f, scale) in enumerate(zip(features, scales)):
       part = jax.vmap(lambda fi, r, e, scale=scale: _roi_align_dense(
@@ -589,11 +590,21 @@ def _align(name, features, rois, level_of, scales, output_size,
           roi_grad))(f, rois, extents[:, i])
       out = part if len(features) == 1 else out + jnp.where(
           (lvl == i)[..., None, None, None], part, 0)
-    out = out.astype(features[0].dtype)
+    return out.astype(features[0].dtype)
+
+  def gather(features, rois, lvl, extents):
+    return _roi_align_levels(features, rois, lvl, extents, scales,
+                             output_size, sampling_ratio, aligned, roi_grad,
+                             tile)
+
+  args = (features, rois, lvl, extents)
+  method = _pick_method(method, [f.shape[1:3] for f in features],
+                        output_size, sampling_ratio, tile)
+  if method == "auto":
+    # Decided where the program is lowered, by its platform.
+    out = jax.lax.platform_dependent(*args, cpu=gather, default=dense)
   else:
-    out = _roi_align_levels(features, rois, lvl, extents, scales,
-                            output_size, sampling_ratio, aligned, roi_grad,
-                            tile)
+    out = (dense if method == "dense" else gather)(*args)
   return out if batched else out[0]
 
 
@@ -664,10 +675,14 @@ def _check_batch(name, features, rois):
 
 
 def _pick_method(method, sizes, output_size, sampling_ratio, tile):
+  """The method, or "auto" when it depends on the platform. "auto" on
+  CPU: the static cost model's choice; on GPU and TPU always "dense"
+  (measured on an H100: docs/benchmarks.md), so "auto" stays open only
+  when the model picks "gather" for CPU."""
   if method == "auto":
     dense = sum(_dense_cost(h, w, output_size) for h, w in sizes)
     gather = _gather_cost(output_size, sampling_ratio, tile)
-    return "dense" if dense < gather else "gather"
+    return "dense" if dense < gather else "auto"
   if method not in ("gather", "dense"):
     raise ValueError(f"roi_align method must be auto, gather or dense, got "
                      f"{method!r}")
