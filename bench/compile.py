@@ -20,7 +20,8 @@ from bench.common import machine  # noqa: E402
 from bench.models import H, W, ours_from, photo, torchvision_model  # noqa
 from scnet_jax import config_lib  # noqa: E402
 from scnet_jax.models import build_model  # noqa: E402
-from scnet_jax.training.state import dummy_batch, init_variables  # noqa
+from scnet_jax.models import dummy_batch
+from scnet_jax.training.state import init_variables  # noqa
 
 
 def _lower_compile(fn, *args):

@@ -66,7 +66,8 @@ from scnet_jax.models import build_model, resolve_model  # noqa: E402
 from scnet_jax.ops.mask_targets import crop_instance_mask  # noqa: E402
 from scnet_jax.parallel import DataParallel  # noqa: E402
 from scnet_jax.training import optim  # noqa: E402
-from scnet_jax.training.state import create_state, dummy_batch  # noqa
+from scnet_jax.models import dummy_batch
+from scnet_jax.training.state import create_state  # noqa
 from scnet_jax.training.step import make_train_step  # noqa: E402
 
 SCORE_THR = 0.001

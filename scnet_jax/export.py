@@ -40,7 +40,7 @@ def export_predictor(config, variables, out_dir, batch_size=1,
   first bucket of config.data.buckets and `batch_size` images."""
   from flax import serialization
   from scnet_jax.models import build_model
-  from scnet_jax.training.state import dummy_batch
+  from scnet_jax.models import dummy_batch
 
   model = build_model(config)
 

@@ -17,7 +17,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from scnet_jax.errors import ConfigError
-from scnet_jax.training.step import AXIS
+
+# The data-parallel axis: the mesh's, pmap's and the loss normalisers'.
+AXIS = "batch"
 
 
 def initialize_distributed():

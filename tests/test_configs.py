@@ -31,7 +31,7 @@ def _json_module():
 
 
 def _param_shapes(config):
-  from scnet_jax.training.state import dummy_batch
+  from scnet_jax.models import dummy_batch
   model = build_model(config)
   return jax.tree.map(lambda x: x.shape, jax.eval_shape(
       lambda b: model.init({"params": jax.random.PRNGKey(0),

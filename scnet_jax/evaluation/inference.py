@@ -21,7 +21,7 @@ from scnet_jax.evaluation.coco_eval import coco_metrics
 from scnet_jax.evaluation.postprocess import batch_results
 from scnet_jax.models import build_model
 from scnet_jax.parallel import DataParallel, gather_json
-from scnet_jax.training.state import dummy_batch
+from scnet_jax.models import dummy_batch
 
 META_KEYS = ("scale", "orig_hw", "image_id", "valid")
 

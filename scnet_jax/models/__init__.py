@@ -1,12 +1,14 @@
 """Models: `build_model(config)` returns the detector that config.model
 describes (`model.type`, then one registered part per section)."""
 import ml_collections
+import numpy as np
 
 from scnet_jax.models.detectors.one_stage import OneStageDetector
 from scnet_jax.models.detectors.two_stage import TwoStageDetector
 from scnet_jax.models.detectors.base import check_dtype
 from scnet_jax.models.registry import (check_fields, complete_section,
                                      part_class)
+from scnet_jax.models.structures import batch_spec
 
 DETECTORS = {"two_stage": TwoStageDetector, "one_stage": OneStageDetector}
 
@@ -61,3 +63,16 @@ def batch_keys(config, train):
   """The batch entries the configured model reads (structures.batch_spec
   has their shapes)."""
   return build_model(config).batch_keys(train)
+
+
+def dummy_batch(config, batch_size, bucket=None, train=True):
+  """Zero batch of the model's training (or inference) keys, with the
+  loader's shapes and dtypes (for init / tracing); image_hw is the
+  bucket."""
+  d = config.data
+  bucket = bucket or tuple(d.buckets[0])
+  spec = batch_spec(batch_keys(config, train), batch_size, bucket,
+                    d.max_instances, d.mask_crop_size)
+  batch = {k: np.zeros(shape, dtype) for k, (shape, dtype) in spec.items()}
+  batch["image_hw"][:] = bucket
+  return batch

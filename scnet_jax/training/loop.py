@@ -32,7 +32,8 @@ from scnet_jax.training.evaluations import TrainingEvaluations
 from scnet_jax.training.init_weights import load_init_weights
 from scnet_jax.training.prefetch import DevicePrefetch
 from scnet_jax.training.state import create_state, init_variables, param_count
-from scnet_jax.training.step import AXIS, make_train_step
+from scnet_jax.parallel import AXIS
+from scnet_jax.training.step import make_train_step
 from scnet_jax.training.metric_log import MetricLog
 from scnet_jax.training.writers import MetricWriter
 

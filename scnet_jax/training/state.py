@@ -6,8 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scnet_jax.models import batch_keys
-from scnet_jax.models.structures import batch_spec
+from scnet_jax.models import dummy_batch
 
 
 @flax.struct.dataclass
@@ -17,19 +16,6 @@ class TrainState:
   batch_stats: Any
   opt_state: Any
   rng: jnp.ndarray
-
-
-def dummy_batch(config, batch_size, bucket=None, train=True):
-  """Zero batch of the model's training (or inference) keys, with the
-  loader's shapes and dtypes (for init / tracing); image_hw is the
-  bucket."""
-  d = config.data
-  bucket = bucket or tuple(d.buckets[0])
-  spec = batch_spec(batch_keys(config, train), batch_size, bucket,
-                    d.max_instances, d.mask_crop_size)
-  batch = {k: np.zeros(shape, dtype) for k, (shape, dtype) in spec.items()}
-  batch["image_hw"][:] = bucket
-  return batch
 
 
 def _init_fn(model, seed):

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-AXIS = "batch"
+from scnet_jax.parallel import AXIS
 
 
 def make_train_step(model, tx, axis_name=AXIS):

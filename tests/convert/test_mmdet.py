@@ -8,7 +8,6 @@ import sys
 
 import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -43,9 +42,7 @@ def _random_state_dict(family, seed=0):
 
 
 def _abstract(family, **model_overrides):
-  from scnet_jax.inspect import part_counts  # noqa: F401 (import cost)
-  from scnet_jax.models import build_model
-  from scnet_jax.training.state import dummy_batch
+  from scnet_jax.models import build_model, dummy_batch
   c = config_lib.get_base(family)
   c.model.update(model_overrides)
   model = build_model(c)

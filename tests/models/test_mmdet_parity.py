@@ -30,7 +30,7 @@ from scnet_jax.evaluation.postprocess import (detections_in_image,
                                               image_detections)
 from scnet_jax.convert.core import convert_state_dict
 from scnet_jax.models import build_model
-from scnet_jax.training.state import dummy_batch
+from scnet_jax.models import dummy_batch
 from tests.xla_flags import RUN
 
 SCALE = (600, 400)

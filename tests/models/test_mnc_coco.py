@@ -8,8 +8,10 @@ import numpy as np
 from scnet_jax import config_lib
 from scnet_jax.models import build_model
 from scnet_jax.training import optim
-from scnet_jax.training.state import create_state, dummy_batch
-from scnet_jax.training.step import AXIS, make_train_step
+from scnet_jax.models import dummy_batch
+from scnet_jax.training.state import create_state
+from scnet_jax.parallel import AXIS
+from scnet_jax.training.step import make_train_step
 
 BUCKET = (256, 320)
 

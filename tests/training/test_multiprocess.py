@@ -144,7 +144,7 @@ initialize_distributed()
 import jax
 import numpy as np
 from scnet_jax import parallel
-from scnet_jax.training.step import AXIS
+from scnet_jax.parallel import AXIS
 
 late = lambda: jax.process_index() == 0 and time.sleep(float(sys.argv[1]))
 if sys.argv[2] == "gather":

@@ -8,7 +8,8 @@ from scnet_jax.models import build_model
 from scnet_jax.parallel import DataParallel
 from scnet_jax.training import optim
 from scnet_jax.training.state import create_state, init_variables
-from scnet_jax.training.step import AXIS, make_train_step
+from scnet_jax.parallel import AXIS
+from scnet_jax.training.step import make_train_step
 from tests.helpers import tiny_config, train_batches
 
 
