@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from scnet_jax.errors import ConfigError
-from scnet_jax.models import build_model
+from scnet_jax.models import build_model, resolve_model
 from scnet_jax.training.state import init_variables
 from tests.helpers import flat, losses_fn, tiny_config, train_batches
 
@@ -112,7 +112,7 @@ def test_table2_global_context_alone():
 def test_table2_all_three_is_scnet():
   """Also Table 5's chosen global-context loss weight, 3 (the default)."""
   config = _row()
-  assert config.model.roi_heads.glbctx_loss_weight == 3.0
+  assert resolve_model(config.model).roi_heads.glbctx_loss_weight == 3.0
   params, losses, total, per = _train_step(config, terms=("loss_mask",))
   assert _modules(params) == CASCADE | {"mask_head_0", "semantic_head",
                                         "glbctx_head", "feat_relay_head"}
