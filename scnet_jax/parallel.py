@@ -158,11 +158,17 @@ class DataParallel:
     """Compiles the program for these device inputs (put_replicated,
     put_batch) without running it; returns True when it was not compiled
     yet."""
-    signature = self._signature(replicated, batch)
+    return self._executable(replicated, batch)[1]
+
+  def _executable(self, replicated, batch):
+    """(the compiled program for these inputs, whether it was compiled
+    now)."""
+    leaves, tree = jax.tree.flatten((replicated, batch))
+    signature = (tree, tuple((x.shape, x.dtype) for x in leaves))
     if signature in self._compiled:
-      return False
+      return self._compiled[signature], False
     self._compiled[signature] = self.fn.lower(replicated, batch).compile()
-    return True
+    return self._compiled[signature], True
 
   def __call__(self, replicated, batch):
     # The first run of a program opens gloo's context, whose rendezvous
@@ -175,10 +181,10 @@ class DataParallel:
       # pmap's compiled program cannot be called with host-local arrays:
       # the pmap runs, with the executable compile() left in JAX's cache.
       return self.fn(replicated, batch)
-    if self.compile(replicated, batch) and self.spans_processes:
+    program, new = self._executable(replicated, batch)
+    if new and self.spans_processes:
       sync("compiled")
-    return self._compiled[self._signature(replicated, batch)](replicated,
-                                                              batch)
+    return program(replicated, batch)
 
 
 def _start(index):
