@@ -104,12 +104,11 @@ class DataParallel:
     else:
       self.mesh = Mesh(np.asarray(devices), (AXIS,))
       out_specs = P(AXIS) if out_sharded else (P(), P())
-      # check_vma=False: JAX's varying-axes check rejects some lax
-      # comparisons inside while loops (its own suggested workaround); the
-      # step makes its replicated outputs equal with pmean.
+      # JAX's varying-axes check stays on: an output declared replicated
+      # (P()) must be computed as such, e.g. through the step's pmean.
       self.fn = jax.jit(jax.shard_map(fn, mesh=self.mesh,
                                       in_specs=(P(), P(AXIS)),
-                                      out_specs=out_specs, check_vma=False),
+                                      out_specs=out_specs),
                         donate_argnums=donate_argnums)
       self.replicated = NamedSharding(self.mesh, P())
       self.sharded = NamedSharding(self.mesh, P(AXIS))

@@ -2,8 +2,7 @@
 
 Boxes are sorted by score and processed in tiles of `tile_size`. A tile is
 first suppressed by the boxes already kept in earlier tiles (tile-by-tile
-IoU blocks, skipping tiles that kept nothing), then resolved internally by
-iterating `keep_i = alive_i and no kept j < i overlaps i` to its fixed point,
+IoU blocks), then resolved internally by iterating `keep_i = alive_i and no kept j < i overlaps i` to its fixed point,
 which is exactly the greedy result (entry t is final after t iterations;
 in practice a handful suffice). Memory is O(tile_size^2), work O(N^2 / 2)
 IoU evaluations at worst, and the loop over tiles stops once `max_output`
@@ -51,60 +50,71 @@ def nms(boxes, scores, iou_threshold, max_output, valid=None, tile_size=256):
   # Stable sort on (invalid, -score) keeps invalid entries last and equal
   # scores in index order, as torchvision's CPU kernel does.
   order = jnp.lexsort((-scores, ~valid))
-  sorted_boxes = boxes.astype(jnp.float32)[order]
-  alive = valid[order]
+  tiles, alive = _tiles(boxes.astype(jnp.float32)[order], valid[order],
+                        min(int(tile_size), n))
+  keep, count = _keep_tiles(tiles, alive,
+                            jnp.asarray(iou_threshold, jnp.float32),
+                            max_output)
+  pos = jnp.nonzero(keep.reshape(-1)[:n], size=max_output, fill_value=-1)[0]
+  idx = jnp.where(pos >= 0, order[jnp.maximum(pos, 0)], -1).astype(jnp.int32)
+  return idx, jnp.minimum(count, max_output).astype(jnp.int32)
 
-  t = min(int(tile_size), n)
-  num_tiles = -(-n // t)
-  pad = num_tiles * t - n
-  sorted_boxes = jnp.pad(sorted_boxes, ((0, pad), (0, 0)))
-  alive = jnp.pad(alive, (0, pad))
-  tiles = sorted_boxes.reshape(num_tiles, t, 4)
-  alive = alive.reshape(num_tiles, t)
-  thr = jnp.asarray(iou_threshold, jnp.float32)
-  earlier = jnp.arange(t)[None, :] < jnp.arange(t)[:, None]  # [i, j]: j < i
 
-  def suppress_by_tile(j, carry):
-    tile_alive, keep, i = carry
-    def hit():
-      over = _pairwise_iou(tiles[i], tiles[j]) > thr
-      return tile_alive & ~jnp.any(over & keep[j][None, :], axis=1)
-    tile_alive = jax.lax.cond(jnp.any(keep[j]), hit, lambda: tile_alive)
-    return tile_alive, keep, i
+def _tiles(boxes, alive, t):
+  """[N, 4], [N] -> [T, t, 4] boxes and [T, t] alive, zero-padded to
+  whole tiles of length t."""
+  num_tiles = -(-boxes.shape[0] // t)
+  pad = num_tiles * t - boxes.shape[0]
+  return (jnp.pad(boxes, ((0, pad), (0, 0))).reshape(num_tiles, t, 4),
+          jnp.pad(alive, (0, pad)).reshape(num_tiles, t))
 
-  def within_tile(tile_alive, i):
-    over = (_pairwise_iou(tiles[i], tiles[i]) > thr) & earlier
 
-    def body(state):
-      k, _ = state
-      k_new = tile_alive & ~jnp.any(over & k[None, :], axis=1)
-      return k_new, jnp.any(k_new != k)
-
-    # Initial carries derive from the inputs so that, under shard_map, they
-    # have the same (varying) type as the loop's outputs.
-    changed = jnp.any(tile_alive) | True
-    k, _ = jax.lax.while_loop(lambda s: s[1], body, (tile_alive, changed))
-    return k
+def _keep_tiles(tiles, alive, thr, max_output):
+  """Greedy NMS over score-sorted tiles, one tile after another until
+  max_output boxes are kept -> ([T, t] bool kept, int32 count kept)."""
+  # Loop counters start from the inputs (zero times a count of them), so
+  # that under shard_map they vary over the same axes as what the loops
+  # compute from the inputs: JAX's varying-axes check requires it.
+  zero = jnp.sum(alive[0], dtype=jnp.int32) * 0
 
   def tile_step(state):
     i, keep, count = state
-    tile_alive, _, _ = jax.lax.fori_loop(0, i, suppress_by_tile,
-                                         (alive[i], keep, i))
-    k = within_tile(tile_alive, i)
+    tile_alive = _suppress_by_earlier(tiles, keep, alive[i], i, thr, zero)
+    k = _resolve_tile(tiles[i], tile_alive, thr)
     return i + 1, keep.at[i].set(k), count + jnp.sum(k, dtype=jnp.int32)
 
   def not_done(state):
     i, _, count = state
-    return (i < num_tiles) & (count < max_output)
+    return (i < tiles.shape[0]) & (count < max_output)
 
-  keep0 = jnp.zeros_like(alive)
   _, keep, count = jax.lax.while_loop(
-      not_done, tile_step,
-      (jnp.int32(0), keep0, jnp.sum(keep0, dtype=jnp.int32)))
-  keep = keep.reshape(-1)[:n]
-  pos = jnp.nonzero(keep, size=max_output, fill_value=-1)[0]
-  idx = jnp.where(pos >= 0, order[jnp.maximum(pos, 0)], -1).astype(jnp.int32)
-  return idx, jnp.minimum(count, max_output).astype(jnp.int32)
+      not_done, tile_step, (zero, jnp.zeros_like(alive), zero))
+  return keep, count
+
+
+def _suppress_by_earlier(tiles, keep, tile_alive, i, thr, zero):
+  """tile_alive [t] less the boxes of tile i that overlap a box kept in
+  tiles 0..i-1."""
+  def by_tile(j, tile_alive):
+    over = _pairwise_iou(tiles[i], tiles[j]) > thr
+    return tile_alive & ~jnp.any(over & keep[j][None, :], axis=1)
+  return jax.lax.fori_loop(zero, i, by_tile, tile_alive)
+
+
+def _resolve_tile(boxes, tile_alive, thr):
+  """Greedy NMS inside one tile [t, 4]: iterates `keep_i = alive_i and no
+  kept j < i overlaps i` to its fixed point -> [t] bool kept."""
+  t = boxes.shape[0]
+  earlier = jnp.arange(t)[None, :] < jnp.arange(t)[:, None]  # [i, j]: j < i
+  over = (_pairwise_iou(boxes, boxes) > thr) & earlier
+
+  def body(state):
+    k, _ = state
+    k_new = tile_alive & ~jnp.any(over & k[None, :], axis=1)
+    return k_new, jnp.any(k_new != k)
+
+  changed = jnp.any(tile_alive) | True  # varies as the inputs do
+  return jax.lax.while_loop(lambda s: s[1], body, (tile_alive, changed))[0]
 
 
 def batched_nms(boxes, scores, labels, iou_threshold, max_output, valid=None,

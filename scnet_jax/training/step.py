@@ -29,8 +29,11 @@ def make_train_step(model, tx, axis_name=AXIS):
                            method=model.loss, rngs={"sample": key})
       return sum(losses.values()), losses
 
+    # Each device differentiates its own loss: the parameters are cast to
+    # device-varying first, so each device's gradient is its own until
+    # the pmean below (without the cast, JAX would sum them itself).
     (loss, losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
+        jax.lax.pcast(state.params, axis_name, to="varying"))
     grads = jax.lax.pmean(grads, axis_name)
     metrics = jax.lax.pmean(dict(losses, loss=loss), axis_name)
     metrics["grad_norm"] = optax.global_norm(grads)
