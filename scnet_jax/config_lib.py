@@ -412,7 +412,9 @@ def get_base(system):
   # init_from: a parameter of another shape there starts fresh instead of
   # being refused (fine-tuning to another class count).
   c.init_skip_mismatched = False
-  c.parallel = "pmap"         # or "shard_map"
+  # jit over a mesh of every device, the step under jax.shard_map; or
+  # "pmap" (JAX keeps jax.pmap in maintenance).
+  c.parallel = "shard_map"
   c.evaluator = "faster_coco_eval"  # or "pycocotools"
   return c
 

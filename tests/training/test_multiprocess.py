@@ -1,7 +1,8 @@
 """train.py and eval.py as 2 processes x 2 CPU devices on localhost (gloo
 collectives, the README's JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
-JAX_PROCESS_ID) against 1 process x 4 devices: the same losses step by
-step under pmap and shard_map, the same COCO metrics, and a SIGTERM to one
+JAX_PROCESS_ID) against 1 process x 4 devices (shard_map, the default):
+the same losses step by step under pmap and shard_map, the same COCO
+metrics, and a SIGTERM to one
 process stopping both at the same step, resumed exactly."""
 import json
 import os
@@ -67,7 +68,8 @@ def single(tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_pmap(tmp_path_factory):
   work = tmp_path_factory.mktemp("two_pmap")
-  logs = run(_train_args(work), 2, 2, str(work / "logs"))
+  logs = run(_train_args(work, "--config.parallel=pmap"), 2, 2,
+             str(work / "logs"))
   return work, logs
 
 
@@ -81,14 +83,14 @@ def test_two_processes_train_as_one_under_pmap(single, two_pmap):
 
 
 def test_two_processes_train_as_one_under_shard_map(single, tmp_path):
-  run(_train_args(tmp_path, "--config.parallel=shard_map"), 2, 2,
-      str(tmp_path / "logs"))
+  run(_train_args(tmp_path), 2, 2, str(tmp_path / "logs"))
   _assert_close(_losses(tmp_path), _losses(single))
 
 
 def test_sigterm_to_one_process_stops_both_at_one_step(two_pmap, tmp_path):
-  procs = start(_train_args(tmp_path, "--config.checkpoint_every=100"), 2, 2,
-                str(tmp_path))
+  pmap = "--config.parallel=pmap"  # as two_pmap, its uninterrupted run
+  procs = start(_train_args(tmp_path, "--config.checkpoint_every=100", pmap),
+                2, 2, str(tmp_path))
   try:
     metrics = tmp_path / "metrics.jsonl"
     while all(p.poll() is None for p in procs) and not (
@@ -102,7 +104,7 @@ def test_sigterm_to_one_process_stops_both_at_one_step(two_pmap, tmp_path):
   assert stopped[0] and stopped[0] == stopped[1], logs
   assert 1 <= int(stopped[0][0]) < STEPS
   assert os.listdir(tmp_path / "checkpoints") == [stopped[0][0]]
-  logs = run(_train_args(tmp_path), 2, 2, str(tmp_path / "resume"))
+  logs = run(_train_args(tmp_path, pmap), 2, 2, str(tmp_path / "resume"))
   assert "Resumed from" in logs[0]
   uninterrupted, resumed = read_metrics(two_pmap[0]), read_metrics(tmp_path)
   assert sorted(resumed) == list(range(1, STEPS + 1))
