@@ -1,5 +1,5 @@
 """A config written as JSON: a run's WORKDIR/config.json (every field of
-every part) or `python -m scnet_jax.inspect --print_config` output.
+every part) or `python -m scnet_jax.summary --print_config` output.
 
   python train.py --config configs/from_json.py:runs/scnet_tiny/config.json \
       --workdir runs/scnet_tiny_again

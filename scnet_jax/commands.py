@@ -2,7 +2,7 @@
 
   scnet-train    what `python train.py` runs (train_main)
   scnet-eval     what `python eval.py` runs (eval_main)
-  scnet-predict  `python -m scnet_jax.predict`
+  scnet-predict  `python -m scnet_jax.predict_images`
   scnet-export   `python -m scnet_jax.export`
 
 Each takes the same flags as the command it stands for. The flags of a
@@ -162,8 +162,8 @@ def _run_module_as_main(name):
 
 
 def predict():
-  """scnet-predict: `python -m scnet_jax.predict`."""
-  _run_module_as_main("scnet_jax.predict")
+  """scnet-predict: `python -m scnet_jax.predict_images`."""
+  _run_module_as_main("scnet_jax.predict_images")
 
 
 def export():

@@ -9,7 +9,7 @@ The model section has one sub-section per part, whose `type` picks the
 class in models/registry.py. A part's defaults are its class's fields (the
 one place they are written, equal to mmdetection's); a section here holds
 `type` and only what the system changes.
-`python -m scnet_jax.inspect --config FILE --print_config` prints every
+`python -m scnet_jax.summary --config FILE --print_config` prints every
 field of every part.
 """
 import ml_collections

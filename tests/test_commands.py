@@ -13,7 +13,7 @@ from tests.xla_flags import xla_flags
 BIN = os.path.dirname(sys.executable)
 COMMANDS = {"scnet-train": ("train.py",),
             "scnet-eval": ("eval.py",),
-            "scnet-predict": ("-m", "scnet_jax.predict"),
+            "scnet-predict": ("-m", "scnet_jax.predict_images"),
             "scnet-export": ("-m", "scnet_jax.export")}
 
 
@@ -35,5 +35,5 @@ def test_console_command_is_its_script(name):
 
 
 def test_inspect_answers_help():
-  p = _help(sys.executable, "-m", "scnet_jax.inspect")
+  p = _help(sys.executable, "-m", "scnet_jax.summary")
   assert "--print_config" in p.stdout and "Traceback" not in p.stderr

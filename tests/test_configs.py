@@ -1,7 +1,7 @@
 """Every config file resolves to its whole config: each part section holds
 every field its class takes (the class's default where the file leaves it
 out), the model built from it is the same, and the JSON form that
-`python -m scnet_jax.inspect --print_config` prints and a run writes as
+`python -m scnet_jax.summary --print_config` prints and a run writes as
 config.json reads back through configs/from_json.py unchanged."""
 import dataclasses
 import glob
@@ -68,7 +68,7 @@ def test_the_resolved_config_builds_the_same_model(name):
 
 def test_print_config_prints_the_resolved_config():
   config = os.path.join(ROOT, "configs", "scnet_tiny_shapes.py")
-  p = run_command("-m", "scnet_jax.inspect", "--config", config,
+  p = run_command("-m", "scnet_jax.summary", "--config", config,
                   "--config.model.num_classes=5", "--print_config")
   assert p.returncode == 0, p.stderr
   printed = json.loads(p.stdout)

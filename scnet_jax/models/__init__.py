@@ -51,7 +51,7 @@ def resolve_model(model_cfg):
 def resolve_config(config):
   """A copy of the full `config` with its model section resolved
   (resolve_model): the model it builds is the same; it is what
-  `config.json` records and `python -m scnet_jax.inspect --print_config`
+  `config.json` records and `python -m scnet_jax.summary --print_config`
   prints."""
   config = config.copy_and_resolve_references()
   with config.unlocked():

@@ -120,7 +120,7 @@ def test_predict_a_folder_of_any_images(trained, tmp_path):
   (folder / "notes.txt").write_text("not an image")
   def predict(out, devices, *args):
     return run_command(
-        "-m", "scnet_jax.predict", "--config", CONFIG, "--checkpoint",
+        "-m", "scnet_jax.predict_images", "--config", CONFIG, "--checkpoint",
         str(trained), "--images", str(folder), "--out", str(out),
         "--score_thr=0.0", "--config.model.test.score_thr=0.0", *args,
         *shapes_flags(), devices=devices)
@@ -154,7 +154,7 @@ def test_predict_a_folder_of_any_images(trained, tmp_path):
 
 
 def test_predict_a_folder_without_images_is_one_line(trained, tmp_path):
-  p = run_command("-m", "scnet_jax.predict", "--config", CONFIG,
+  p = run_command("-m", "scnet_jax.predict_images", "--config", CONFIG,
                   "--checkpoint", str(trained), "--images", str(tmp_path),
                   *shapes_flags())
   assert p.returncode == 2

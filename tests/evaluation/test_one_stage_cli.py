@@ -1,8 +1,8 @@
 """A one-stage model's image-level masks through the command lines and the
 Predictor: train.py (final evaluation and pictures), eval.py (COCO
-results that load, pictures beside the ground truth), scnet_jax.predict
-on files of other sizes, and Predictor; eval.py --tta refused in one
-line.
+results that load, pictures beside the ground truth),
+scnet_jax.predict_images on files of other sizes, and Predictor; eval.py
+--tta refused in one line.
 
 SOLO, whose image-level masks are AggMask's kind too. Four training steps
 leave scores and masks near their 0.01 prior, so every threshold is set
@@ -62,9 +62,9 @@ def test_image_masks_through_train_eval_predict(tmp_path):
   first = sorted(os.listdir(f"{shapes_root()}/val"))[0]
   shape = np.asarray(Image.open(f"{shapes_root()}/val/{first}"))
   Image.fromarray(shape).resize((200, 150)).save(folder / "wide.png")
-  p = _run(("-m", "scnet_jax.predict"), "--checkpoint", str(work), "--images",
-           str(folder), "--out", str(tmp_path / "pred"), "--pictures",
-           "--score_thr=0.0")
+  p = _run(("-m", "scnet_jax.predict_images"), "--checkpoint", str(work),
+           "--images", str(folder), "--out", str(tmp_path / "pred"),
+           "--pictures", "--score_thr=0.0")
   assert p.returncode == 0, p.stderr
   (r, *_) = json.loads((tmp_path / "pred" / "results.json").read_text())
   assert mask_utils.decode(r["segmentation"]).shape == (150, 200)

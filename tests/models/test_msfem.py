@@ -8,7 +8,7 @@ import pytest
 
 from scnet_jax import config_lib
 from scnet_jax.errors import ConfigError
-from scnet_jax.inspect import part_counts
+from scnet_jax.summary import part_counts
 from scnet_jax.models import build_model
 from scnet_jax.models.necks.msfem import MSFEM, MSFEModule
 

@@ -4,13 +4,13 @@ loss with its gradient and the inference trace (jax.eval_shape) with the
 expected shapes. (Compiling and running them took 3 minutes of the
 suite; the tiny configs of the same heads compile, run and are checked
 for recompilation in their own tests.) Every new config counts its
-parameters (what `python -m scnet_jax.inspect` prints)."""
+parameters (what `python -m scnet_jax.summary` prints)."""
 import os
 
 import jax
 import pytest
 
-from scnet_jax.inspect import part_counts
+from scnet_jax.summary import part_counts
 from scnet_jax.models import build_model
 from scnet_jax.predictor import load_config
 from scnet_jax.training.state import abstract_variables

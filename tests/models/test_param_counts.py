@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from scnet_jax import config_lib
-from scnet_jax.inspect import part_counts
+from scnet_jax.summary import part_counts
 from tests.helpers import FIXTURES
 from tests.xla_flags import xla_flags
 
@@ -52,7 +52,7 @@ def test_larger_backbones_build():
 def test_inspect_cli_last_line():
   root = os.path.join(os.path.dirname(__file__), "..", "..")
   out = subprocess.run(
-      [sys.executable, "-m", "scnet_jax.inspect", "--config",
+      [sys.executable, "-m", "scnet_jax.summary", "--config",
        os.path.join(root, "configs", "htc_r50_fpn_1x_coco.py")],
       capture_output=True, text=True, check=True, cwd=root,
       env=dict(os.environ, XLA_FLAGS=xla_flags()))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from scnet_jax import config_lib
-from scnet_jax.inspect import part_counts
+from scnet_jax.summary import part_counts
 from scnet_jax.models import batch_keys, build_model
 from scnet_jax.models.losses import semantic_ce
 from tests.helpers import (flat, grad_max, jit_train_and_predict, losses_fn,

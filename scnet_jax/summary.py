@@ -1,8 +1,8 @@
 """Parameter count of each top-level part of a model, without allocating
 it; or the whole config.
 
-  python -m scnet_jax.inspect --config configs/scnet_r50_fpn_1x_coco.py
-  python -m scnet_jax.inspect --config configs/scnet_tiny_shapes.py --print_config
+  python -m scnet_jax.summary --config configs/scnet_r50_fpn_1x_coco.py
+  python -m scnet_jax.summary --config configs/scnet_tiny_shapes.py --print_config
 
 Counts parameters only (BatchNorm scale and bias included, running
 statistics not), from jax.eval_shape. --print_config prints the config

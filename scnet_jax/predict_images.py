@@ -1,6 +1,6 @@
 r"""Predict every image of a folder with a trained model.
 
-  python -m scnet_jax.predict --config configs/scnet_tiny_shapes.py \
+  python -m scnet_jax.predict_images --config configs/scnet_tiny_shapes.py \
       --checkpoint runs/scnet_tiny --images photos/ --out runs/predictions \
       [--pictures] [--score_thr 0.3] [--batch_per_device 2]
 
