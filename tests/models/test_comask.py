@@ -10,10 +10,10 @@ import torch
 import torchvision
 
 from scnet_jax import config_lib
-from scnet_jax.summary import part_counts
 from scnet_jax.models.losses import iou_loss
 from scnet_jax.models.roi_heads.deform_roi_pool_pack import DeformRoIPoolPack
 from scnet_jax.ops.ratio_roi_align import ratio_roi_levels
+from scnet_jax.summary import part_counts
 from tests.helpers import (grad_max, jit_train_and_predict, losses_fn,
                            term_grads, tiny_config)
 

@@ -8,9 +8,9 @@ import pytest
 
 from scnet_jax import config_lib
 from scnet_jax.errors import ConfigError
-from scnet_jax.summary import part_counts
 from scnet_jax.models import build_model
 from scnet_jax.models.necks.msfem import MSFEM, MSFEModule
+from scnet_jax.summary import part_counts
 
 C = 256
 conv3 = lambda cin, cout, bias: 9 * cin * cout + (cout if bias else 0)

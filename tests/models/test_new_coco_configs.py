@@ -10,9 +10,9 @@ import os
 import jax
 import pytest
 
-from scnet_jax.summary import part_counts
 from scnet_jax.models import build_model
 from scnet_jax.predictor import load_config
+from scnet_jax.summary import part_counts
 from scnet_jax.training.state import abstract_variables
 from tests.helpers import shapes_root, train_batches
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from scnet_jax import config_lib
-from scnet_jax.summary import part_counts
 from scnet_jax.models import batch_keys, build_model
 from scnet_jax.models.losses import semantic_ce
+from scnet_jax.summary import part_counts
 from tests.helpers import (flat, grad_max, jit_train_and_predict, losses_fn,
                            tiny_config, train_batches)
 from tests.mmdet_reference import mmdet_import
