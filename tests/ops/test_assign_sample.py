@@ -3,7 +3,6 @@ same thing and against mmdetection's MaxIoUAssigner (anchor inside flags,
 padded gts and proposals, R-CNN gt-as-proposals), and the padded
 sampler's guarantees."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import torch
 from torchvision.models.detection import _utils as tv_utils

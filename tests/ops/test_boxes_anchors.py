@@ -1,7 +1,5 @@
 """Box coder and anchors against torchvision's detection utilities and the
 spec's anchor facts."""
-import math
-
 import jax
 import numpy as np
 import pytest
