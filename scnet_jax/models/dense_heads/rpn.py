@@ -10,8 +10,9 @@ from scnet_jax import ops
 from scnet_jax.models.losses import normalizer, sigmoid_bce, smooth_l1
 
 
-def rpn_loss(keys, logits, deltas, anchors, inside, gt_boxes, gt_valid, cfg,
-             axis_name=None):
+def rpn_loss(keys, logits, deltas, anchors, inside, gt_boxes, gt_valid, *,
+             pos_iou_thr, neg_iou_thr, min_pos_iou, num_samples,
+             pos_fraction, loss_bbox_beta, axis_name=None):
   """Sampled-anchor RPN losses (mmdet RPNHead with MaxIoUAssigner and
   RandomSampler).
 
@@ -22,8 +23,11 @@ def rpn_loss(keys, logits, deltas, anchors, inside, gt_boxes, gt_valid, cfg,
     anchors: [N, 4] anchors.
     inside: [B, N] bool, anchors eligible for training.
     gt_boxes: [B, G, 4]; gt_valid: [B, G] bool.
-    cfg: rpn config (pos_iou_thr, neg_iou_thr, min_pos_iou, num_samples,
-      pos_fraction, loss_bbox_beta).
+    pos_iou_thr, neg_iou_thr, min_pos_iou: MaxIoUAssigner's thresholds.
+    num_samples, pos_fraction: RandomSampler's anchors per image and
+      positive share.
+    loss_bbox_beta: SmoothL1 beta (0 = L1).
+    axis_name: the data-parallel axis of the loss normaliser, or None.
   Returns:
     dict(loss_rpn_cls, loss_rpn_bbox) float32 scalars.
   """
@@ -31,10 +35,9 @@ def rpn_loss(keys, logits, deltas, anchors, inside, gt_boxes, gt_valid, cfg,
 
   def per_image(k, ins, gtb, gtv):
     label, gt_index, _ = ops.max_iou_assign(
-        anchors, gtb, gtv, cfg.pos_iou_thr, cfg.neg_iou_thr, cfg.min_pos_iou,
-        True, ins)
-    idx, valid, is_pos, _ = ops.random_sample(k, label, cfg.num_samples,
-                                              cfg.pos_fraction)
+        anchors, gtb, gtv, pos_iou_thr, neg_iou_thr, min_pos_iou, True, ins)
+    idx, valid, is_pos, _ = ops.random_sample(k, label, num_samples,
+                                              pos_fraction)
     return idx, valid, is_pos, gtb[gt_index[idx]]
 
   idx, valid, is_pos, target_boxes = jax.vmap(per_image)(
@@ -48,7 +51,7 @@ def rpn_loss(keys, logits, deltas, anchors, inside, gt_boxes, gt_valid, cfg,
   norm = normalizer(jnp.sum(valid), axis_name)
   cls = jnp.sum(sigmoid_bce(sel_logits, is_pos) * valid) / norm
   diff = jnp.where(pos, sel_deltas - targets, 0.0)
-  reg = jnp.sum(smooth_l1(diff, cfg.loss_bbox_beta)) / norm
+  reg = jnp.sum(smooth_l1(diff, loss_bbox_beta)) / norm
   return {"loss_rpn_cls": cls, "loss_rpn_bbox": reg}
 
 

@@ -116,6 +116,9 @@ class RPNHead(nn.Module, kw_only=True):
         keys_for(image_keys, RPN_KEY),
         jnp.concatenate([o[0] for o in outputs], 1),
         jnp.concatenate([o[1] for o in outputs], 1), all_anchors, inside,
-        gt.boxes, gt.valid, self, self.axis_name)
+        gt.boxes, gt.valid, pos_iou_thr=self.pos_iou_thr,
+        neg_iou_thr=self.neg_iou_thr, min_pos_iou=self.min_pos_iou,
+        num_samples=self.num_samples, pos_fraction=self.pos_fraction,
+        loss_bbox_beta=self.loss_bbox_beta, axis_name=self.axis_name)
     return losses, self.proposals(feats, image_hw, outputs, train=True,
                                   anchors=anchors)
