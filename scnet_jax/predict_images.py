@@ -66,7 +66,7 @@ def predict_folder(predictor, paths, out_dir, pictures=False, log=print,
   out_dir/results.json (and out_dir/vis/*.png). Returns (number of images
   predicted, [(path, reason)] of those skipped)."""
   from scnet_jax.data.coco import read_rgb
-  from scnet_jax.visualize import draw_instances
+  from scnet_jax.drawing import draw_instances
   os.makedirs(out_dir, exist_ok=True)
   if pictures:
     os.makedirs(os.path.join(out_dir, "vis"), exist_ok=True)

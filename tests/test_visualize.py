@@ -2,7 +2,7 @@
 where it covers no other box when such a place exists."""
 import numpy as np
 
-from scnet_jax.visualize import _place_label, draw_batch, draw_instances
+from scnet_jax.drawing import _place_label, draw_batch, draw_instances
 from tests.helpers import tiny_config, train_batches
 
 

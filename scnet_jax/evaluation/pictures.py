@@ -9,7 +9,7 @@ import numpy as np
 
 from scnet_jax.data.coco import CocoSource, decode_mask
 from scnet_jax.errors import DataError
-from scnet_jax.visualize import draw_instances, side_by_side
+from scnet_jax.drawing import draw_instances, side_by_side
 
 
 def _detections(results, rec, cat_to_label, score_thr, where):
