@@ -278,9 +278,9 @@ def our_stages(name, hw, variables):
   data = image_batch(1, hw)
 
   def to_context(m, b):
-    f = m.features(b["image"], b["image_hw"])
-    p = m.rpn_head.proposals(f, b["image_hw"])
-    return f, p, m.roi_heads.context(f, b["image_hw"])[0]
+    f, canvas = m.neck_and_canvas(b["image"], b["image_hw"])
+    p = m.rpn_head.proposals(f, canvas)
+    return f, p, m.roi_heads.context_and_losses(f, canvas)[0]
 
   def boxes(k):
     def fn(m, b):
@@ -298,7 +298,7 @@ def our_stages(name, hw, variables):
     return fn
 
   prefixes = [("backbone + FPN",
-               lambda m, b: m.features(b["image"], b["image_hw"])),
+               lambda m, b: m.neck_and_canvas(b["image"], b["image_hw"])),
               ("RPN + proposals", lambda m, b: to_context(m, b)[:2]),
               ("semantic / global context", to_context)]
   n = len(resolve_model(c.model).roi_heads.get("stage_iou_thrs", (0,)))

@@ -27,11 +27,10 @@ from bench.models import H, W, ours_from, photo, torchvision_model  # noqa
 def our_stages(model, variables, data):
   """Seconds of our cumulative prefixes: features, proposals, predict."""
   def to_proposals(m, batch):
-    return m.rpn_head.proposals(m.features(batch["image"],
-                                           batch["image_hw"]),
-                                batch["image_hw"])
+    return m.rpn_head.proposals(*m.neck_and_canvas(batch["image"],
+                                                   batch["image_hw"]))
 
-  prefixes = [lambda m, b: m.features(b["image"], b["image_hw"]),
+  prefixes = [lambda m, b: m.neck_and_canvas(b["image"], b["image_hw"]),
               to_proposals,
               lambda m, b: m.predict(b)]
   times = []

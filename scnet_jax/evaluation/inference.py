@@ -21,7 +21,7 @@ from scnet_jax.evaluation.coco_eval import coco_metrics
 from scnet_jax.evaluation.postprocess import batch_results
 from scnet_jax.models import build_model
 from scnet_jax.parallel import DataParallel, gather_json
-from scnet_jax.models import dummy_batch
+from scnet_jax.models import batch_keys, dummy_batch
 
 META_KEYS = ("scale", "orig_hw", "image_id", "valid")
 
@@ -51,7 +51,7 @@ class Evaluator:
     self.workers = workers
     self.source = CocoSource(ann_file, image_dir, seg_dir="", train=False)
     model = build_model(config)
-    self.model_keys = model.batch_keys(train=False)
+    self.model_keys = batch_keys(config, train=False)
     self.dp = DataParallel(config.parallel, make_predict(model),
                            donate=False, out_sharded=True,
                            devices=jax.local_devices())

@@ -76,7 +76,8 @@ def check_config(config):
                       f"proposals across views, so it needs "
                       f"model.type=two_stage; got {config.model.type!r}")
   heads = resolve_model(config.model).roi_heads
-  if not part_class(ROI_HEADS, "roi_heads", heads).TTA:
+  # A class that does not declare TTA has none.
+  if not getattr(part_class(ROI_HEADS, "roi_heads", heads), "TTA", False):
     raise ConfigError(f"eval.py --tta: model.roi_heads.type {heads.type!r} "
                       f"has no test-time augmentation (its predict is not "
                       f"the box and mask steps the views merge)")
@@ -100,9 +101,9 @@ class TTAPredictor:
     # A view's features and RoI-head context are computed once, kept on
     # the device, and fed to its box and mask programs.
     def proposals(m, image, image_hw):
-      feats = m.features(image, image_hw)
-      ctx, _ = m.roi_heads.context(feats, image_hw)
-      return (feats, ctx), m.rpn_head.proposals(feats, image_hw)
+      feats, canvas = m.neck_and_canvas(image, image_hw)
+      ctx, _ = m.roi_heads.context_and_losses(feats, canvas)
+      return (feats, ctx), m.rpn_head.proposals(feats, canvas)
 
     def boxes(m, view_feats, rois, image_hw):
       feats, ctx = view_feats

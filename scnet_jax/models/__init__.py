@@ -61,8 +61,9 @@ def resolve_config(config):
 
 def batch_keys(config, train):
   """The batch entries the configured model reads (structures.batch_spec
-  has their shapes)."""
-  return build_model(config).batch_keys(train)
+  has their shapes), from the config alone: no model is built."""
+  model_cfg = resolve_model(config.model if "model" in config else config)
+  return part_class(DETECTORS, "", model_cfg).batch_keys(model_cfg, train)
 
 
 def dummy_batch(config, batch_size, bucket=None, train=True):

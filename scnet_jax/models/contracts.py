@@ -9,10 +9,12 @@ These Protocols are for reading and for type checkers; no part inherits
 from them.
 
 Shapes: B images of one bucket [B, H, W] (H, W multiples of 32); each
-image lies top-left in it, its size in `image_hw` [B, 2] (int32) and
-`structures.Canvas`. Boxes are (x1, y1, x2, y2) float32 in resized-image
-pixels. Losses are dicts of named float32 scalars with their weights
-applied; the train step sums every entry, and logs each.
+image lies top-left in it. The detector builds the batch's
+`structures.Canvas` once (each image's size `image_hw` [B, 2] int32 and
+its padded canvas) and passes it with the levels to every part after the
+backbone; no part rebuilds it. Boxes are (x1, y1, x2, y2) float32 in
+resized-image pixels. Losses are dicts of named float32 scalars with
+their weights applied; the train step sums every entry, and logs each.
 """
 from typing import Any, Protocol, Sequence
 
@@ -51,12 +53,12 @@ class DenseHead(Protocol):
   def __call__(self, feats: Sequence[Any]) -> tuple:
     """Per-level raw outputs (objectness, deltas)."""
 
-  def proposals(self, feats: Sequence[Any], image_hw: Any,
+  def proposals(self, feats: Sequence[Any], canvas: Any,
                 outputs: Any = None) -> Any:
     """structures.Proposals: [B, N, 4] boxes and [B, N] validity (test)."""
 
   def loss_and_proposals(self, feats: Sequence[Any], gt: Any,
-                         image_hw: Any, image_keys: Any) -> tuple:
+                         canvas: Any, image_keys: Any) -> tuple:
     """(its losses, the training structures.Proposals); image_keys: [B]
     PRNG keys of the sampling."""
 
@@ -66,17 +68,21 @@ class RoIHeads(Protocol):
   proposals."""
 
   def loss(self, feats: Sequence[Any], proposals: Any, gt: Any,
-           image_hw: Any, image_keys: Any) -> dict:
+           canvas: Any, image_keys: Any) -> dict:
     """Its losses (stage losses prefixed `s<k>.`)."""
 
   def predict(self, feats: Sequence[Any], proposals: Any,
-              image_hw: Any) -> Any:
+              canvas: Any) -> Any:
     """structures.Detections: [B, D] padded detections, box-relative
     masks."""
 
   @classmethod
   def train_batch_keys(cls, cfg: Any) -> tuple:
     """Batch keys `loss` reads besides the images'."""
+
+  # Optional: `TTA = True` where eval.py --tta may run the head through
+  # `context_and_losses`, `predict_boxes`, `predict_masks` and `detect`
+  # (StandardRoIHeads and its cascades); refused otherwise.
 
 
 class MaskHead(Protocol):
@@ -87,7 +93,7 @@ class MaskHead(Protocol):
            image_keys: Any) -> dict:
     """Its losses."""
 
-  def predict(self, feats: Sequence[Any], canvas: Any, image_hw: Any) -> Any:
+  def predict(self, feats: Sequence[Any], canvas: Any) -> Any:
     """structures.Detections with image-level masks."""
 
   @classmethod

@@ -162,18 +162,25 @@ class Canvas:
   (`mask`) before a spatial op reads them, so the bucket is invisible:
   inside the canvas each map equals mmdetection's at batch 1.
 
-  hw [B, 2] int32, the canvas size in pixels (multiple of 32, <= bucket);
-  bucket (H, W) static.
+  The detector builds it once from the batch and passes it, with the
+  levels, to every part after the backbone (detectron2's ImageList
+  sizes travelling with the images).
+
+  image_hw [B, 2] int32, each resized image's size, unpadded (boxes are
+  clipped to it); hw [B, 2] int32, its canvas (multiple of 32, <=
+  bucket); bucket (H, W) static.
   """
+  image_hw: jnp.ndarray
   hw: jnp.ndarray
   bucket: tuple = flax.struct.field(pytree_node=False)
 
   @classmethod
   def of(cls, image_hw, bucket):
     """image_hw [B, 2] resized, unpadded sizes; bucket static (H, W)."""
-    hw = jnp.asarray(image_hw, jnp.int32)
-    hw = -(-hw // CANVAS_DIVISOR) * CANVAS_DIVISOR
-    return cls(hw=jnp.minimum(hw, jnp.asarray(bucket, jnp.int32)),
+    image_hw = jnp.asarray(image_hw, jnp.int32)
+    hw = -(-image_hw // CANVAS_DIVISOR) * CANVAS_DIVISOR
+    return cls(image_hw=image_hw,
+               hw=jnp.minimum(hw, jnp.asarray(bucket, jnp.int32)),
                bucket=tuple(int(b) for b in bucket))
 
   def extent(self, map_hw):

@@ -24,7 +24,8 @@ from scnet_jax import checkpoint, progress
 from scnet_jax.data import loader
 from scnet_jax.data.sources import train_source
 from scnet_jax.errors import ConfigError
-from scnet_jax.models import build_model, resolve_config, resolve_model
+from scnet_jax.models import (batch_keys, build_model, resolve_config,
+                              resolve_model)
 from scnet_jax.parallel import (DataParallel, check_batch,
                                 initialize_distributed, sync)
 from scnet_jax.training import optim
@@ -214,7 +215,7 @@ def _loop(config, workdir, ckpt, run, show, log):
 def _device_batches(config, run, dp):
   """The training batches from run.start, prepared for the devices in a
   background thread: (device batch, instances dropped, records skipped)."""
-  keys = run.model.batch_keys(train=True)
+  keys = batch_keys(config, train=True)
   host_batches, _ = loader.train_iterator(
       run.source, config, run.total, jax.process_index(),
       jax.process_count(), start_step=run.start,

@@ -241,8 +241,8 @@ def run_ours(family, ref):
   @functools.partial(jax.jit, compiler_options=RUN)
   def stages(v, b, rois):
     def fn(m, b, rois):
-      feats = m.features(b["image"], b["image_hw"])
-      ctx, _ = m.roi_heads.context(feats, b["image_hw"])
+      feats, canvas = m.neck_and_canvas(b["image"], b["image_hw"])
+      ctx, _ = m.roi_heads.context_and_losses(feats, canvas)
       return m.roi_heads.predict_box_stages(feats, rois, b["image_hw"],
                                             ctx)[1]
     return model.apply(v, b, rois, method=fn)

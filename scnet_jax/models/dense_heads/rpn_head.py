@@ -84,13 +84,14 @@ class RPNHead(nn.Module, kw_only=True):
     return [ops.valid_flags(f.shape[1:3], s, self.num_anchors, image_hw)
             for f, s in zip(feats, self.strides)]
 
-  def proposals(self, feats, image_hw, outputs=None, train=False,
+  def proposals(self, feats, canvas, outputs=None, train=False,
                 anchors=None):
     """Proposals after per-level NMS, with the train or test caps.
 
-    outputs, anchors: this head's outputs and anchors on feats (computed
-    when None).
+    canvas: structures.Canvas; outputs, anchors: this head's outputs and
+    anchors on feats (computed when None).
     """
+    image_hw = canvas.image_hw
     outputs = self(feats) if outputs is None else outputs
     anchors = self.anchors(feats) if anchors is None else anchors
     pre, post = ((self.train_pre_nms, self.train_post_nms) if train else
@@ -103,9 +104,11 @@ class RPNHead(nn.Module, kw_only=True):
         box_grad_clip=self.box_grad_clip)
     return Proposals(boxes=boxes, valid=valid, scores=scores)
 
-  def loss_and_proposals(self, feats, gt, image_hw, image_keys):
+  def loss_and_proposals(self, feats, gt, canvas, image_keys):
     """Training: ({loss_rpn_cls, loss_rpn_bbox}, Proposals with the train
-    caps). gt: GroundTruth; image_keys: [B] per-image PRNG keys."""
+    caps). gt: GroundTruth; canvas: structures.Canvas; image_keys: [B]
+    per-image PRNG keys."""
+    image_hw = canvas.image_hw
     outputs = self(feats)
     anchors = self.anchors(feats)
     flags = jnp.concatenate(self.valid_flags(feats, image_hw), axis=1)
@@ -120,5 +123,5 @@ class RPNHead(nn.Module, kw_only=True):
         neg_iou_thr=self.neg_iou_thr, min_pos_iou=self.min_pos_iou,
         num_samples=self.num_samples, pos_fraction=self.pos_fraction,
         loss_bbox_beta=self.loss_bbox_beta, axis_name=self.axis_name)
-    return losses, self.proposals(feats, image_hw, outputs, train=True,
+    return losses, self.proposals(feats, canvas, outputs, train=True,
                                   anchors=anchors)

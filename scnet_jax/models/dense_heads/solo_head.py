@@ -312,7 +312,7 @@ class SOLOHead(nn.Module, kw_only=True):
       return jnp.where(_inside(ext, out_hw), p, 0.0)
     return ops.resize_bilinear_half_pixel(p, out_hw, ext, out_ext)
 
-  def predict(self, feats, canvas, image_hw):
+  def predict(self, feats, canvas):
     """Detections with image-level masks at level 0's mask stride over the
     canvas; boxes are the masks' bounding boxes (mmdet's SOLO returns
     none)."""
@@ -347,7 +347,7 @@ class SOLOHead(nn.Module, kw_only=True):
     det_masks = jnp.take_along_axis(flat, det_cell[:, None, :], 2)
     det_masks = jnp.where(valid[:, None, :], det_masks, 0.0)
     det_masks = jnp.moveaxis(det_masks, -1, 1).reshape(b, -1, h, w)
-    boxes = mask_boxes(det_masks > t.mask_thr, stride, image_hw)
+    boxes = mask_boxes(det_masks > t.mask_thr, stride, canvas.image_hw)
     return Detections(boxes=boxes, scores=det_scores, labels=det_labels,
                       num_detections=jnp.sum(valid, 1).astype(jnp.int32),
                       masks=det_masks, mask_kind=IMAGE_MASKS,

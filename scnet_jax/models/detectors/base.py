@@ -1,8 +1,10 @@
-"""What every detector shares: the config check of its dtype, and the
-backbone -> neck path on a batch of images padded into one bucket.
+"""What every detector shares: building its parts, the config checks,
+the batch keys, the sampling keys, and the backbone -> neck path on a
+batch of images padded into one bucket.
 
-Each detector (two_stage.py, one_stage.py) builds `self.backbone` and
-`self.neck` from its registries in `setup`; the methods here read them.
+Each detector (two_stage.py, one_stage.py) names its parts (PARTS), what
+it passes them (`part_arguments`), the batch keys of its own training
+(TRAIN_KEYS), and its `loss` and `predict`.
 """
 from typing import Any, Optional
 
@@ -12,7 +14,7 @@ import jax.numpy as jnp
 from scnet_jax import ops
 from scnet_jax.errors import ConfigError
 from scnet_jax.models import registry
-from scnet_jax.models.structures import Canvas, image_keys
+from scnet_jax.models.structures import IMAGE_KEYS, Canvas, image_keys
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -30,6 +32,19 @@ class Detector(nn.Module, kw_only=True):
   shard_map)."""
   cfg: Any
   axis_name: Optional[str] = None
+
+  # The attribute (and parameter scope) each config section's part is
+  # built as, where it is not the section's name (mmdetection's names).
+  ATTRIBUTES = {"rpn": "rpn_head"}
+
+  def setup(self):
+    """Builds each part of PARTS from its registry with its config
+    section and what `part_arguments` passes it."""
+    args = self.part_arguments(self.cfg, self.axis_name)
+    for section, reg in self.PARTS:
+      setattr(self, self.ATTRIBUTES.get(section, section),
+              registry.build_part(reg, section, self.cfg[section],
+                                  **args[section]))
 
   @classmethod
   def check_config(cls, cfg):
@@ -59,19 +74,32 @@ class Detector(nn.Module, kw_only=True):
     index = batch.get("index", jnp.arange(batch["image"].shape[0]))
     return image_keys(self.make_rng("sample"), index)
 
-  def with_part_keys(self, keys, parts):
-    """`keys` plus, once each, the batch keys that the `train_batch_keys`
-    of each (section, registry) part of `parts` names."""
-    for section, reg in parts:
-      cls = registry.part_class(reg, section, self.cfg[section])
-      keys += tuple(k for k in cls.train_batch_keys(self.cfg[section])
-                    if k not in keys)
+  @classmethod
+  def batch_keys(cls, cfg, train):
+    """The batch entries `loss` (train) or `predict` reads, from the
+    resolved model section cfg alone (no model is built): the images'
+    keys, and in training the detector's TRAIN_KEYS plus, once each, what
+    the `train_batch_keys` classmethod of each part that has one names
+    (e.g. the RoI heads' instances, SFPN's gt_semantic)."""
+    if not train:
+      return IMAGE_KEYS
+    keys = cls.TRAIN_KEYS
+    for section, reg in cls.PARTS:
+      part = registry.part_class(reg, section, cfg[section])
+      if hasattr(part, "train_batch_keys"):
+        keys += tuple(k for k in part.train_batch_keys(cfg[section])
+                      if k not in keys)
     return keys
 
-  def features(self, image, image_hw):
-    """-> the neck's levels [B, H_l, W_l, C] (see backbone_features)."""
-    return self.neck(*self.backbone_features(image, image_hw))
+  def neck_and_canvas(self, image, image_hw):
+    """(the neck's levels [B, H_l, W_l, C], the batch's Canvas) at test
+    (see backbone_features)."""
+    c_feats, canvas = self.backbone_features(image, image_hw)
+    return self.neck(c_feats, canvas), canvas
 
   def __call__(self, batch, train: bool = False):
-    """init entry: runs the path that creates every parameter."""
+    """init entry (model.init): the predict path, or the loss path with
+    train=True. Both create the same parameters (tests/models/test_init.py
+    checks every tiny config); predict needs no axis binding, so a model
+    built with an axis_name initialises outside the data-parallel map."""
     return self.loss(batch) if train else self.predict(batch)

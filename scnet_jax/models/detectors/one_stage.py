@@ -26,6 +26,8 @@ class OneStageDetector(Detector):
 
   PARTS = (("backbone", registry.BACKBONES), ("neck", registry.NECKS),
            ("mask_head", registry.MASK_HEADS))
+  # The mask head trains on the instances.
+  TRAIN_KEYS = IMAGE_KEYS + INSTANCE_KEYS
 
   @classmethod
   def check_config(cls, cfg):
@@ -40,24 +42,6 @@ class OneStageDetector(Detector):
                         f"({len(cfg.neck.strides)}), got "
                         f"{len(cfg.mask_head.num_grids)}")
 
-  def setup(self):
-    c = self.cfg
-    args = part_arguments(c, self.axis_name)
-    build = lambda section, reg: registry.build_part(reg, section,
-                                                     c[section],
-                                                     **args[section])
-    self.backbone = build("backbone", registry.BACKBONES)
-    self.neck = build("neck", registry.NECKS)
-    self.mask_head = build("mask_head", registry.MASK_HEADS)
-
-  def batch_keys(self, train):
-    """The batch entries `loss` (train) or `predict` reads: in training
-    the instances and what the neck's own loss reads."""
-    if not train:
-      return IMAGE_KEYS
-    return self.with_part_keys(IMAGE_KEYS + INSTANCE_KEYS,
-                               (("neck", registry.NECKS),))
-
   def loss(self, batch):
     """Named float32 losses (weights applied); the total is their sum:
     the neck's own (e.g. SFPN's semantic loss) and the mask head's."""
@@ -71,12 +55,6 @@ class OneStageDetector(Detector):
 
   def predict(self, batch):
     """Detections in resized-image pixels, masks over the canvas."""
-    image_hw = batch["image_hw"]
-    feats, canvas = self.neck_and_canvas(batch["image"], image_hw)
+    feats, canvas = self.neck_and_canvas(batch["image"], batch["image_hw"])
     self.sow("intermediates", "fpn", tuple(feats))
-    return self.mask_head.predict(feats, canvas, image_hw)
-
-  def neck_and_canvas(self, image, image_hw):
-    """(the neck's levels, the batch's Canvas)."""
-    c_feats, canvas = self.backbone_features(image, image_hw)
-    return self.neck(c_feats, canvas), canvas
+    return self.mask_head.predict(feats, canvas)

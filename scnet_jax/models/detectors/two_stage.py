@@ -10,11 +10,12 @@ its registry by the `type` of its config section.
 Two entry points, both jittable with static shapes:
   `loss(batch)`    -> dict of named, weighted float32 losses;
   `predict(batch)` -> Detections (models/structures.py).
-`batch_keys(train)` names the batch entries they read (the neck's and
-the RoI heads' `train_batch_keys` in training; shapes in
-structures.batch_spec); `index` [B] int32, the image's position in the
-global batch, may be added for training: sampling keys are derived from
-it, so a global batch samples the same RoIs however it is split.
+`batch_keys(cfg, train)` (a classmethod) names the batch entries they
+read (the neck's and the RoI heads' `train_batch_keys` in training;
+shapes in structures.batch_spec); `index` [B] int32, the image's
+position in the global batch, may be added for training: sampling keys
+are derived from it, so a global batch samples the same RoIs however it
+is split.
 """
 import flax.linen as nn
 
@@ -45,51 +46,36 @@ class TwoStageDetector(Detector):
 
   PARTS = (("backbone", registry.BACKBONES), ("neck", registry.NECKS),
            ("rpn", registry.DENSE_HEADS), ("roi_heads", registry.ROI_HEADS))
+  # The instances come through the RoI heads' train_batch_keys.
+  TRAIN_KEYS = IMAGE_KEYS
 
   def setup(self):
-    c = self.cfg
-    args = part_arguments(c, self.axis_name)
-    build = lambda section, reg: registry.build_part(reg, section,
-                                                     c[section],
-                                                     **args[section])
-    self.backbone = build("backbone", registry.BACKBONES)
-    self.neck = build("neck", registry.NECKS)
-    self.rpn_head = build("rpn", registry.DENSE_HEADS)
-    self.roi_heads = build("roi_heads", registry.ROI_HEADS)
+    super().setup()
     # The RoI heads' parts (bbox_head_0, mask_head_0, semantic_head, ...)
     # sit at the top of the parameter tree, as in mmdet's checkpoints.
     nn.share_scope(self, self.roi_heads)
-
-  def batch_keys(self, train):
-    """The batch entries `loss` (train) or `predict` reads."""
-    if not train:
-      return IMAGE_KEYS
-    return self.with_part_keys(IMAGE_KEYS, (
-        ("neck", registry.NECKS), ("roi_heads", registry.ROI_HEADS)))
 
   def loss(self, batch):
     """Named float32 losses (weights applied); the total is their sum."""
     keys = self.sampling_keys(batch)
     gt = GroundTruth.from_batch(batch)
-    image_hw = batch["image_hw"]
-    feats, losses = self.neck.loss(
-        *self.backbone_features(batch["image"], image_hw), gt,
-        self.axis_name)
+    c_feats, canvas = self.backbone_features(batch["image"],
+                                             batch["image_hw"])
+    feats, losses = self.neck.loss(c_feats, canvas, gt, self.axis_name)
     rpn_losses, proposals = self.rpn_head.loss_and_proposals(feats, gt,
-                                                             image_hw, keys)
+                                                             canvas, keys)
     losses.update(rpn_losses)
-    losses.update(self.roi_heads.loss(feats, proposals, gt, image_hw, keys))
+    losses.update(self.roi_heads.loss(feats, proposals, gt, canvas, keys))
     return losses
 
   def predict(self, batch):
     """Detections in resized-image pixels (structures.Detections)."""
-    image_hw = batch["image_hw"]
-    feats = self.features(batch["image"], image_hw)
+    feats, canvas = self.neck_and_canvas(batch["image"], batch["image_hw"])
     rpn_out = self.rpn_head(feats)
-    proposals = self.rpn_head.proposals(feats, image_hw, rpn_out)
+    proposals = self.rpn_head.proposals(feats, canvas, rpn_out)
     # Named intermediates for probing and parity tests:
     # apply(..., mutable=["intermediates"]).
     self.sow("intermediates", "fpn", tuple(feats))
     self.sow("intermediates", "rpn", tuple(rpn_out))
     self.sow("intermediates", "proposals", (proposals.boxes, proposals.valid))
-    return self.roi_heads.predict(feats, proposals, image_hw)
+    return self.roi_heads.predict(feats, proposals, canvas)

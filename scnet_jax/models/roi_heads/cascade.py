@@ -60,8 +60,8 @@ class CascadeRoIHeads(StandardRoIHeads, kw_only=True):
           conv_to_res=h.conv_to_res, fusion_level=h.fusion_level,
           channels=self.channels, dtype=self.dtype, name="semantic_head")
 
-  def context(self, feats, image_hw, gt=None):
-    ctx, losses = super().context(feats, image_hw, gt)
+  def context_and_losses(self, feats, canvas, gt=None):
+    ctx, losses = super().context_and_losses(feats, canvas, gt)
     if not self.semantic:
       return ctx, losses
     logits, embedding = self.semantic_branch(feats, ctx.canvas)

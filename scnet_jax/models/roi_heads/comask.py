@@ -147,25 +147,24 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
     return min(self.reg_samples_per_image, self.num_pos_slots)
 
   # ------------------------------------------------------------ pieces
-  def ratio_features(self, feats, rois, size, image_hw):
+  def ratio_features(self, feats, rois, size, canvas):
     """RoIAlign of rois [B, K, 4] on the area-ratio levels ->
     [B * K, size, size, C]."""
     strides = tuple(self.feature_strides[:self.num_roi_levels])
     # Bilinear taps at the canvas border clamp there, as on the canvas
     # (StandardRoIHeads.roi_features).
-    canvas = self.context(feats, image_hw)[0].canvas
-    x = ratio_roi_align(feats[:self.num_roi_levels], rois, image_hw, size,
-                        strides, self.sampling_ratio, self.aligned,
+    x = ratio_roi_align(feats[:self.num_roi_levels], rois, canvas.image_hw,
+                        size, strides, self.sampling_ratio, self.aligned,
                         self.max_level, canvas_hw=canvas.hw)
     return x.reshape(-1, *x.shape[2:])
 
-  def class_logits(self, feats, rois, image_hw):
+  def class_logits(self, feats, rois, canvas):
     """rois [B, K, 4] -> [B, K, C + 1] class logits."""
     bsz, k = rois.shape[:2]
     if self.roi_pooling == "align":
-      x = self.ratio_features(feats, rois, self.roi_size, image_hw)
+      x = self.ratio_features(feats, rois, self.roi_size, canvas)
     else:
-      lvl = ratio_roi_levels(rois, image_hw, self.num_roi_levels,
+      lvl = ratio_roi_levels(rois, canvas.image_hw, self.num_roi_levels,
                              self.max_level)
       x = 0
       for i, pool in enumerate(self.box_pool):
@@ -175,12 +174,12 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
     cls, _, _ = self.bbox_head[0](x)
     return cls.reshape(bsz, k, -1)
 
-  def run_head(self, feats, boxes, labels, image_hw):
+  def run_head(self, feats, boxes, labels, canvas):
     """CoMaskHead on boxes [B, K, 4] with labels [B, K] -> (reg [B, K, 7,
     7, 4], mask logits of the labels [B, K, 28, 28], all mask logits
     [B * K, 28, 28, C], mask IoU of the labels [B, K])."""
     bsz, k = boxes.shape[:2]
-    x = self.ratio_features(feats, boxes, self.mask_roi_size, image_hw)
+    x = self.ratio_features(feats, boxes, self.mask_roi_size, canvas)
     lab = jnp.minimum(labels, self.num_classes - 1).reshape(-1)
     reg, logits, iou = self.comask_head(x, lab)
     picked = jnp.take_along_axis(logits, lab[:, None, None, None],
@@ -273,10 +272,11 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
     return jnp.sum(crops * inside, axis=(-1, -2)) / jnp.maximum(total, 1e-7)
 
   # ------------------------------------------------------------ entries
-  def loss(self, feats, proposals, gt, image_hw, image_keys):
+  def loss(self, feats, proposals, gt, canvas, image_keys):
+    image_hw = canvas.image_hw
     losses = {}
     smp = self.sample(0, image_keys, proposals.boxes, proposals.valid, gt)
-    cls = self.class_logits(feats, smp.rois, image_hw)
+    cls = self.class_logits(feats, smp.rois, canvas)
     norm = normalizer(jnp.sum(smp.valid), self.axis_name)
     losses["loss_cls"] = self.loss_cls_weight * jnp.sum(
         softmax_ce(cls, smp.labels) * smp.valid) / norm
@@ -286,7 +286,7 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
     pos = pos.replace(rois=self.jittered(keys_for(image_keys, JITTER_KEY),
                                          pos.rois, image_hw))
     reg, picked, logits, iou = self.run_head(feats, pos.rois, pos.labels,
-                                             image_hw)
+                                             canvas)
     valid = pos.is_pos
     norm = normalizer(jnp.sum(valid), self.axis_name)
 
@@ -318,18 +318,18 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
         jnp.where(keep, (iou - iou_t) ** 2, 0.0)) / norm
     return losses
 
-  def predict(self, feats, proposals, image_hw):
+  def predict(self, feats, proposals, canvas):
     """Detections with [B, D, 28, 28] masks over the refined boxes and
     mask_scores."""
-    cls = self.class_logits(feats, proposals.boxes, image_hw)
+    cls = self.class_logits(feats, proposals.boxes, canvas)
     scores = jax.nn.softmax(cls, axis=-1)[..., :self.num_classes]
     dets = self.detect(proposals.boxes[:, :, None, :], scores,
                        proposals.valid)
-    boxes = self.refine_boxes(feats, dets.boxes, dets.labels, image_hw)
+    boxes = self.refine_boxes(feats, dets.boxes, dets.labels, canvas)
     if self.refined_nms_iou > 0:
       dets = self.second_nms(dets.replace(boxes=boxes))
       boxes = dets.boxes
-    _, picked, _, iou = self.run_head(feats, boxes, dets.labels, image_hw)
+    _, picked, _, iou = self.run_head(feats, boxes, dets.labels, canvas)
     kept = (jnp.arange(boxes.shape[1])[None, :] <
             dets.num_detections[:, None])
     return dets.replace(
@@ -358,13 +358,13 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
     return dets.replace(boxes=boxes, scores=scores, labels=labels,
                         num_detections=num)
 
-  def refine_boxes(self, feats, boxes, labels, image_hw):
+  def refine_boxes(self, feats, boxes, labels, canvas):
     """Detections' boxes [B, D, 4] -> the mask-weighted (collaborative) or
     plain mean of the head's 49 cell boxes, clipped to the image."""
-    reg, picked, _, _ = self.run_head(feats, boxes, labels, image_hw)
+    reg, picked, _, _ = self.run_head(feats, boxes, labels, canvas)
     cells = self.cell_boxes(boxes, reg)
     w = (self.cell_weights(picked, None) if self.collaborative else
          jnp.ones(cells.shape[:-1]))
     refined = jnp.sum(cells * w[..., None], axis=(-2, -3)) / (
         jnp.sum(w, axis=(-1, -2))[..., None] + 1e-5)
-    return ops.clip_boxes(refined, image_hw)
+    return ops.clip_boxes(refined, canvas.image_hw)

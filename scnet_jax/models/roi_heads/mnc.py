@@ -112,8 +112,9 @@ class MNCRoIHeads(StandardRoIHeads, kw_only=True):
                               fc_dim=self.mask_fc_dim, dtype=self.dtype)
 
   # ------------------------------------------------------------ entries
-  def loss(self, feats, proposals, gt, image_hw, image_keys):
-    ctx, losses = self.context(feats, image_hw, gt)
+  def loss(self, feats, proposals, gt, canvas, image_keys):
+    image_hw = canvas.image_hw
+    ctx, losses = self.context_and_losses(feats, canvas, gt)
     smp = self.sample(0, image_keys, proposals.boxes, proposals.valid, gt)
     rounds = self.train_stages // 2
     for r in range(rounds):
@@ -129,10 +130,11 @@ class MNCRoIHeads(StandardRoIHeads, kw_only=True):
                            smp.valid, gt, image_keys)
     return losses
 
-  def predict(self, feats, proposals, image_hw):
+  def predict(self, feats, proposals, canvas):
     """Detections with [B, D, mask_size, mask_size] voted masks over their
     (tight) boxes."""
-    ctx, _ = self.context(feats, image_hw)
+    image_hw = canvas.image_hw
+    ctx, _ = self.context_and_losses(feats, canvas)
     rois, valid = proposals.boxes, proposals.valid
     cands = []
     rounds = self.test_stages // 2

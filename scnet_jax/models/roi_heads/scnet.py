@@ -77,8 +77,8 @@ class SCNetRoIHeads(CascadeRoIHeads, kw_only=True):
       self.glbctx_head = GlobalContextHead(num_classes=self.num_classes,
                                            dtype=self.dtype)
 
-  def context(self, feats, image_hw, gt=None):
-    ctx, losses = super().context(feats, image_hw, gt)
+  def context_and_losses(self, feats, canvas, gt=None):
+    ctx, losses = super().context_and_losses(feats, canvas, gt)
     if not self.global_context:
       return ctx, losses
     logits, vector = self.glbctx_head(feats[-1], ctx.canvas)

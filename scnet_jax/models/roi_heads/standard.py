@@ -8,7 +8,7 @@
 
 The subclasses change only what differs, through these methods:
   setup                 which heads exist (one box and mask head per stage)
-  context               image-level features fused into RoI features and
+  context_and_losses    image-level features fused into RoI features and
                         their losses (none here; semantic, global context)
   train_box_stages /    one box stage here; the cascade's stage loop
   predict_box_stages
@@ -34,8 +34,8 @@ from scnet_jax.models.postprocessing import multiclass_nms
 from scnet_jax.models.roi_heads.bbox_head import BBoxHead
 from scnet_jax.models.roi_heads.mask_head import MaskHead
 from scnet_jax.models.roi_heads.sampling import label_and_sample_proposals
-from scnet_jax.models.structures import (INSTANCE_KEYS, Canvas,
-                                         FeatureContext, Samples, keys_for)
+from scnet_jax.models.structures import (INSTANCE_KEYS, FeatureContext,
+                                         Samples, keys_for)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,35 +162,36 @@ class StandardRoIHeads(nn.Module, kw_only=True):
                     channels=self.channels, dtype=self.dtype)
 
   # ------------------------------------------------------------ entries
-  def loss(self, feats, proposals, gt, image_hw, image_keys):
+  def loss(self, feats, proposals, gt, canvas, image_keys):
     """Named, weighted float32 losses.
 
     feats: the neck's levels [B, H_l, W_l, C]; proposals: Proposals;
-    gt: GroundTruth; image_hw: [B, 2]; image_keys: [B] PRNG keys.
+    gt: GroundTruth; canvas: Canvas; image_keys: [B] PRNG keys.
     """
-    ctx, losses = self.context(feats, image_hw, gt)
+    image_hw = canvas.image_hw
+    ctx, losses = self.context_and_losses(feats, canvas, gt)
     stages = self.train_box_stages(feats, proposals, gt, image_hw,
                                    image_keys, ctx, losses)
     losses.update(self.mask_losses(feats, stages, gt, image_hw, image_keys,
                                    ctx))
     return losses
 
-  def predict(self, feats, proposals, image_hw):
+  def predict(self, feats, proposals, canvas):
     """Detections with [B, D, mask_size, mask_size] box-relative masks."""
-    ctx, _ = self.context(feats, image_hw)
-    boxes, scores = self.predict_boxes(feats, proposals.boxes, image_hw, ctx)
+    ctx, _ = self.context_and_losses(feats, canvas)
+    boxes, scores = self.predict_boxes(feats, proposals.boxes,
+                                       canvas.image_hw, ctx)
     dets = self.detect(boxes, scores, proposals.valid)
     return dets.replace(masks=self.predict_masks(feats, dets.boxes,
                                                  dets.labels, ctx),
                         mask_paste=self.test.mask_paste)
 
   # ------------------------------------------------------ family hooks
-  def context(self, feats, image_hw, gt=None):
-    """(FeatureContext, its losses when gt is given). Here: the batch's
-    Canvas (the bucket is the first level's size times its stride)."""
-    del gt
-    bucket = [n * self.feature_strides[0] for n in feats[0].shape[1:3]]
-    return FeatureContext(canvas=Canvas.of(image_hw, bucket)), {}
+  def context_and_losses(self, feats, canvas, gt=None):
+    """(FeatureContext, the losses of its image-level heads when gt is
+    given). Here: the batch's Canvas, no losses."""
+    del feats, gt
+    return FeatureContext(canvas=canvas), {}
 
   def train_box_stages(self, feats, proposals, gt, image_hw, image_keys,
                        ctx, losses):
