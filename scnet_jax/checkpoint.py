@@ -66,12 +66,30 @@ def _reason(error):
   return (text[:300] + " ...") if len(text) > 300 else text
 
 
+def old_layout(expected, saved):
+  """None, or a sentence saying that the parameter tree `saved` holds the
+  RoI heads' parts at its top (bbox_head_0, ...), as checkpoints written
+  before they moved under roi_heads/ do, where `expected` has them under
+  roi_heads/."""
+  moved = sorted(set(saved) & set(expected.get("roi_heads", {})))
+  if not moved or "roi_heads" in saved:
+    return None
+  return (f"it holds the RoI heads' parameters at the top of the tree "
+          f"({', '.join(moved[:3])}, ...), as checkpoints written before "
+          f"they moved under roi_heads/ do; this version reads them only "
+          f"from roi_heads/ (convert the original mmdetection or "
+          f"torchvision weights again, or train anew)")
+
+
 def first_shape_mismatch(expected, saved):
   """None, or a sentence naming the first parameter (in path order) that is
   in both trees with different shapes, or in only one of them.
 
   expected, saved: nested dicts of arrays or of anything with `.shape`.
   """
+  old = old_layout(expected, saved)
+  if old:
+    return old
   want = flax.traverse_util.flatten_dict(expected, sep="/")
   have = flax.traverse_util.flatten_dict(saved, sep="/")
   for k in sorted(set(want) | set(have)):

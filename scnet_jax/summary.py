@@ -18,11 +18,19 @@ FLAGS = flags.FLAGS
 
 
 def part_counts(config):
-  """{top-level module name: parameter count} via eval_shape."""
+  """{part: parameter count} via eval_shape: each top-level part, and the
+  RoI heads per submodule ("roi_heads/bbox_head_0", ...); the counts sum
+  to the model's total."""
   from scnet_jax.models import build_model
   from scnet_jax.training.state import abstract_variables, param_count
   params = abstract_variables(build_model(config), config)["params"]
-  return {k: param_count(v) for k, v in params.items()}
+  counts = {}
+  for k, v in params.items():
+    if k == "roi_heads":
+      counts.update({f"{k}/{c}": param_count(s) for c, s in v.items()})
+    else:
+      counts[k] = param_count(v)
+  return counts
 
 
 def main(argv):

@@ -43,9 +43,16 @@ def _stage(m):
   return m.group("s") or "0"
 
 
+def _roi_heads(rules):
+  """rules with their targets under the RoI heads' scope `roi_heads/`."""
+  return [(pattern, (lambda m, r=repl: "roi_heads/" + r(m)) if callable(repl)
+           else "roi_heads/" + repl, kind) for pattern, repl, kind in rules]
+
+
 MMDET_RULES = _backbone_rules("backbone.") + [
     (r"neck\.(lateral_convs|fpn_convs)\.(\d)\.conv$", r"neck/\1_\2", "conv"),
     (r"rpn_head\.(rpn_conv|rpn_cls|rpn_reg)$", r"rpn_head/\1", "conv"),
+] + _roi_heads([
     (r"roi_head\.bbox_head\.(?:(?P<s>\d)\.)?shared_fcs\.0$",
      lambda m: f"bbox_head_{_stage(m)}/shared_fcs_0", "linear_chw_in"),
     (r"roi_head\.bbox_head\.(?:(?P<s>\d)\.)?(?P<n>shared_fcs\.1|fc_cls|"
@@ -78,6 +85,7 @@ MMDET_RULES = _backbone_rules("backbone.") + [
     (r"roi_head\.glbctx_head\.fc$", "glbctx_head/fc", "linear"),
     (r"roi_head\.feat_relay_head\.fc$", "feat_relay_head/fc",
      "linear_chw_out"),
+]) + [
     # SOLO: GN weight/bias are BatchNorm's affine pair ("bn" kind).
     (r"mask_head\.(mask_convs|cls_convs)\.(\d)\.conv$",
      r"mask_head/\1_\2/conv", "conv"),
@@ -95,6 +103,7 @@ TORCHVISION_MASKRCNN_RULES = _backbone_rules("backbone.body.") + [
     (r"rpn\.head\.conv\.0\.0$", "rpn_head/rpn_conv", "conv"),
     (r"rpn\.head\.cls_logits$", "rpn_head/rpn_cls", "conv"),
     (r"rpn\.head\.bbox_pred$", "rpn_head/rpn_reg", "conv"),
+] + _roi_heads([
     (r"roi_heads\.box_head\.fc6$", "bbox_head_0/shared_fcs_0",
      "linear_chw_in"),
     (r"roi_heads\.box_head\.fc7$", "bbox_head_0/shared_fcs_1", "linear"),
@@ -108,7 +117,7 @@ TORCHVISION_MASKRCNN_RULES = _backbone_rules("backbone.body.") + [
      "deconv"),
     (r"roi_heads\.mask_predictor\.mask_fcn_logits$",
      "mask_head_0/conv_logits", "tv_mask_logits"),
-]
+])
 
 TORCHVISION_RESNET_RULES = _backbone_rules("")
 

@@ -11,12 +11,15 @@ parameters then start fresh too).
 import flax
 import numpy as np
 
-from scnet_jax.checkpoint import restore_any_params
+from scnet_jax.checkpoint import old_layout, restore_any_params
 from scnet_jax.errors import CheckpointError
 
 
 def load_init_weights(config, params, path, log=print):
   loaded, step = restore_any_params(path, log)
+  old = old_layout(params, loaded)
+  if old:
+    raise CheckpointError(f"{path} (step {step}): {old}")
   src = flax.traverse_util.flatten_dict(loaded, sep="/")
   dst = flax.traverse_util.flatten_dict(params, sep="/")
   taken, skipped = 0, []

@@ -133,7 +133,9 @@ def test_bbox_head_with_chw_flatten(scnet):
     h = F.relu(F.linear(h, t("shared_fcs.1.weight"), t("shared_fcs.1.bias")))
     cls = F.linear(h, t("fc_cls.weight"), t("fc_cls.bias"))
     reg = F.linear(h, t("fc_reg.weight"), t("fc_reg.bias"))
-  ours = BBoxHead(num_classes=80).apply({"params": variables["params"]["bbox_head_2"]}, x)
+  roi_heads = variables["params"]["roi_heads"]
+  ours = BBoxHead(num_classes=80).apply({"params": roi_heads["bbox_head_2"]},
+                                        x)
   for o, r in zip(ours, (cls, reg, h)):
     np.testing.assert_allclose(np.asarray(o), r.numpy(), rtol=1e-4,
                                atol=1e-4)
@@ -149,7 +151,7 @@ def test_feature_relay_with_chw_output(scnet):
     y = F.interpolate(y.view(3, 256, 7, 7), scale_factor=2, mode="bilinear",
                       align_corners=True)
   ours = FeatureRelayHead().apply(
-      {"params": variables["params"]["feat_relay_head"]}, x)
+      {"params": variables["params"]["roi_heads"]["feat_relay_head"]}, x)
   np.testing.assert_allclose(np.asarray(ours), y.permute(0, 2, 3, 1).numpy(),
                              rtol=1e-4, atol=1e-4)
 
@@ -171,7 +173,7 @@ def test_scnet_mask_head_with_transposed_conv(scnet):
                                   stride=2))
     logits = F.conv2d(h, t("conv_logits.weight"), t("conv_logits.bias"))
   ours, _ = MaskHead(num_classes=80, num_convs=12, conv_to_res=True).apply(
-      {"params": variables["params"]["mask_head_0"]}, x)
+      {"params": variables["params"]["roi_heads"]["mask_head_0"]}, x)
   ref = logits.permute(0, 2, 3, 1).numpy()
   # 12 random residual convs grow activations to ~1e3: compare to scale.
   np.testing.assert_allclose(np.asarray(ours), ref, rtol=1e-4,
@@ -186,7 +188,7 @@ def test_mismatches_are_refused_with_key_names():
   variables, reinit = convert_state_dict(sd, "mmdet", target,
                                          reinit_mismatched_heads=True)
   assert any("fc_cls" in k for k in reinit)
-  assert any("glbctx_head/fc" in k for k in reinit)
+  assert any("roi_heads/glbctx_head/fc" in k for k in reinit)
   del sd["neck.fpn_convs.2.conv.weight"]
   sd["roi_head.extra.weight"] = np.zeros(3, np.float32)
   with pytest.raises(CheckpointError) as e:

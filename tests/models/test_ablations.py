@@ -53,20 +53,24 @@ def _reached(grads, prefix):
 
 
 def _modules(params):
-  return {k.split("/")[0] for k in params}
+  """The top-level parts of flat parameter names, the RoI heads' by their
+  submodules ("roi_heads/bbox_head_0")."""
+  return {"/".join(k.split("/")[:2 if k.startswith("roi_heads/") else 1])
+          for k in params}
 
 
-CASCADE = {"backbone", "neck", "rpn_head", "bbox_head_0", "bbox_head_1",
-           "bbox_head_2"}
+CASCADE = {"backbone", "neck", "rpn_head", "roi_heads/bbox_head_0",
+           "roi_heads/bbox_head_1", "roi_heads/bbox_head_2"}
 
 
 def test_table2_baseline_is_cascade_with_semantic_branch():
   params, losses, g, _ = _train_step(_row(**OFF))
-  assert _modules(params) == CASCADE | {"mask_head_0", "mask_head_1",
-                                        "mask_head_2", "semantic_head"}
+  assert _modules(params) == CASCADE | {
+      "roi_heads/mask_head_0", "roi_heads/mask_head_1",
+      "roi_heads/mask_head_2", "roi_heads/semantic_head"}
   assert {"s0.loss_mask", "s1.loss_mask", "s2.loss_mask",
           "loss_semantic_seg"} <= set(losses)
-  assert all(_reached(g, f"mask_head_{s}") for s in range(3))
+  assert all(_reached(g, f"roi_heads/mask_head_{s}") for s in range(3))
   # The same parameters as Cascade Mask R-CNN with its semantic branch on.
   cascade = tiny_config("cascade_mask_rcnn",
                         **{"model.roi_heads.semantic": True})
@@ -77,9 +81,10 @@ def test_table2_baseline_is_cascade_with_semantic_branch():
 def test_table2_sample_consistency_alone():
   params, losses, g, _ = _train_step(
       _row(**{**OFF, "model.roi_heads.sample_consistency": "single"}))
-  assert _modules(params) == CASCADE | {"mask_head_0", "semantic_head"}
+  assert _modules(params) == CASCADE | {"roi_heads/mask_head_0",
+                                        "roi_heads/semantic_head"}
   assert "loss_mask" in losses and "s0.loss_mask" not in losses
-  assert _reached(g, "mask_head_0")
+  assert _reached(g, "roi_heads/mask_head_0")
 
 
 def test_table2_and_table4_feature_relay_without_sample_consistency():
@@ -87,26 +92,27 @@ def test_table2_and_table4_feature_relay_without_sample_consistency():
   params, _, _, per = _train_step(
       _row(**{**OFF, "model.roi_heads.feature_relay": True}),
       terms=("s1.loss_mask",))
-  assert {"feat_relay_head_0", "feat_relay_head_1",
-          "feat_relay_head_2"} <= _modules(params)
+  assert {"roi_heads/feat_relay_head_0", "roi_heads/feat_relay_head_1",
+          "roi_heads/feat_relay_head_2"} <= _modules(params)
   g = per["s1.loss_mask"]
-  assert _reached(g, "feat_relay_head_1")
-  assert _reached(g, "bbox_head_1/shared_fcs")
-  assert not _reached(g, "bbox_head_1/fc_cls")
+  assert _reached(g, "roi_heads/feat_relay_head_1")
+  assert _reached(g, "roi_heads/bbox_head_1/shared_fcs")
+  assert not _reached(g, "roi_heads/bbox_head_1/fc_cls")
   for s in (0, 2):
-    assert not _reached(g, f"feat_relay_head_{s}")
-    assert not _reached(g, f"bbox_head_{s}")
+    assert not _reached(g, f"roi_heads/feat_relay_head_{s}")
+    assert not _reached(g, f"roi_heads/bbox_head_{s}")
 
 
 def test_table2_global_context_alone():
   params, losses, g, per = _train_step(
       _row(**{**OFF, "model.roi_heads.global_context": True}),
       terms=("s0.loss_cls",))
-  assert "glbctx_head" in _modules(params) and "loss_glbctx" in losses
-  assert _reached(g, "glbctx_head/fc")
+  assert "roi_heads/glbctx_head" in _modules(params)
+  assert "loss_glbctx" in losses
+  assert _reached(g, "roi_heads/glbctx_head/fc")
   # Its pooled feature is fused into the box RoI features.
-  assert _reached(per["s0.loss_cls"], "glbctx_head/convs")
-  assert not _reached(per["s0.loss_cls"], "glbctx_head/fc")
+  assert _reached(per["s0.loss_cls"], "roi_heads/glbctx_head/convs")
+  assert not _reached(per["s0.loss_cls"], "roi_heads/glbctx_head/fc")
 
 
 def test_table2_all_three_is_scnet():
@@ -114,15 +120,18 @@ def test_table2_all_three_is_scnet():
   config = _row()
   assert resolve_model(config.model).roi_heads.glbctx_loss_weight == 3.0
   params, losses, total, per = _train_step(config, terms=("loss_mask",))
-  assert _modules(params) == CASCADE | {"mask_head_0", "semantic_head",
-                                        "glbctx_head", "feat_relay_head"}
+  assert _modules(params) == CASCADE | {
+      "roi_heads/mask_head_0", "roi_heads/semantic_head",
+      "roi_heads/glbctx_head", "roi_heads/feat_relay_head"}
   g = per["loss_mask"]
-  assert _reached(g, "feat_relay_head") and _reached(g, "glbctx_head")
-  assert _reached(g, "bbox_head_2/shared_fcs")
-  assert not _reached(g, "bbox_head_0") and not _reached(g, "bbox_head_1")
+  assert _reached(g, "roi_heads/feat_relay_head")
+  assert _reached(g, "roi_heads/glbctx_head")
+  assert _reached(g, "roi_heads/bbox_head_2/shared_fcs")
+  assert not _reached(g, "roi_heads/bbox_head_0")
+  assert not _reached(g, "roi_heads/bbox_head_1")
   assert losses["loss_glbctx"] > 0
-  assert _reached(total, "glbctx_head/convs")
-  assert _reached(total, "glbctx_head/fc")
+  assert _reached(total, "roi_heads/glbctx_head/convs")
+  assert _reached(total, "roi_heads/glbctx_head/fc")
 
 
 def test_table3_naive_sample_consistency_feeds_every_head_the_last_stage():
@@ -132,8 +141,10 @@ def test_table3_naive_sample_consistency_feeds_every_head_the_last_stage():
   def losses_with_equal_heads(mode):
     losses_of, params, _ = losses_fn(
         _row(**{**OFF, "model.roi_heads.sample_consistency": mode}))
-    params = dict(params, mask_head_1=params["mask_head_0"],
-                  mask_head_2=params["mask_head_0"])
+    heads = params["roi_heads"]
+    params = dict(params, roi_heads=dict(
+        heads, mask_head_1=heads["mask_head_0"],
+        mask_head_2=heads["mask_head_0"]))
     losses = jax.jit(losses_of)(params)
     return [float(losses[f"s{h}.loss_mask"]) for h in range(3)]
 
@@ -153,13 +164,14 @@ def test_table4_feature_relay_on_mask_rcnn():
                    "model.roi_heads.semantic": False,
                    "model.roi_heads.global_context": False})
   params, losses, _, per = _train_step(config, terms=("loss_mask",))
-  assert _modules(params) == {"backbone", "neck", "rpn_head", "bbox_head_0",
-                              "mask_head_0", "feat_relay_head"}
+  assert _modules(params) == {"backbone", "neck", "rpn_head",
+                              "roi_heads/bbox_head_0", "roi_heads/mask_head_0",
+                              "roi_heads/feat_relay_head"}
   assert {"loss_cls", "loss_bbox", "loss_mask"} <= set(losses)
   g = per["loss_mask"]
-  assert _reached(g, "feat_relay_head")
-  assert _reached(g, "bbox_head_0/shared_fcs")
-  assert not _reached(g, "bbox_head_0/fc_cls")
+  assert _reached(g, "roi_heads/feat_relay_head")
+  assert _reached(g, "roi_heads/bbox_head_0/shared_fcs")
+  assert not _reached(g, "roi_heads/bbox_head_0/fc_cls")
 
 
 def test_table5_global_context_loss_weight_zero():
@@ -167,10 +179,10 @@ def test_table5_global_context_loss_weight_zero():
   its classifier gets nothing (weight 3: test_table2_all_three_is_scnet)."""
   params, losses, g, _ = _train_step(
       _row(**{"model.roi_heads.glbctx_loss_weight": 0.0}))
-  assert "glbctx_head" in _modules(params)
+  assert "roi_heads/glbctx_head" in _modules(params)
   assert losses["loss_glbctx"] == 0
-  assert _reached(g, "glbctx_head/convs")
-  assert not _reached(g, "glbctx_head/fc")
+  assert _reached(g, "roi_heads/glbctx_head/convs")
+  assert not _reached(g, "roi_heads/glbctx_head/fc")
 
 
 def test_table5_global_context_absent():
@@ -181,7 +193,7 @@ def test_table5_global_context_absent():
   shapes = jax.eval_shape(lambda b: model.init(
       {"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)},
       b, method=model.loss), *train_batches(config, 1))
-  assert "glbctx_head" not in shapes["params"]
+  assert "glbctx_head" not in shapes["params"]["roi_heads"]
   losses = jax.eval_shape(lambda v, b: model.apply(
       v, b, method=model.loss, rngs={"sample": jax.random.PRNGKey(0)}),
       shapes, *train_batches(config, 1))

@@ -28,10 +28,10 @@ def test_collaborative_head_count_by_hand():
   iou_fcs = (49 * C * FC + FC) + (FC * FC + FC) + (FC * N + N)
   expected = trunk + reg + deconvs + instance + iou_convs + iou_fcs
   counts = part_counts(config_lib.get_base("comask"))
-  assert counts["comask_head"] == expected == 21_783_972
+  assert counts["roi_heads/comask_head"] == expected == 21_783_972
   # Classification-only box head: 2 shared FCs and fc_cls, no fc_reg.
-  assert counts["bbox_head_0"] == (49 * C * FC + FC) + (FC * FC + FC) + \
-      (FC * (N + 1) + N + 1)
+  assert counts["roi_heads/bbox_head_0"] == (49 * C * FC + FC) + \
+      (FC * FC + FC) + (FC * (N + 1) + N + 1)
 
 
 def test_iou_loss_matches_torchvision():
@@ -90,11 +90,11 @@ def test_train_step_and_inference_compile_once():
   assert boxes.min() >= 0 and boxes.max() <= 128
 
 
-MASK_LAYERS = ("comask_head/deconv1", "comask_head/norm1",
-               "comask_head/deconv2", "comask_head/norm2",
-               "comask_head/instance")
-IOU_LAYERS = ("comask_head/iou_convs", "comask_head/iou_fcs",
-              "comask_head/fc_iou")
+MASK_LAYERS = ("roi_heads/comask_head/deconv1", "roi_heads/comask_head/norm1",
+               "roi_heads/comask_head/deconv2", "roi_heads/comask_head/norm2",
+               "roi_heads/comask_head/instance")
+IOU_LAYERS = ("roi_heads/comask_head/iou_convs",
+              "roi_heads/comask_head/iou_fcs", "roi_heads/comask_head/fc_iou")
 
 
 TERMS = ("loss_reg", "loss_mask", "loss_mask_iou", "loss_cls")
@@ -103,27 +103,29 @@ TERMS = ("loss_reg", "loss_mask", "loss_mask_iou", "loss_cls")
 def test_gradients_follow_the_design():
   config = tiny_config("comask")
   losses_of, params, _ = losses_fn(config)
-  last = f"comask_head/convs_{config.model.roi_heads.reg_num_convs - 1}"
+  last = ("roi_heads/comask_head/"
+          f"convs_{config.model.roi_heads.reg_num_convs - 1}")
   rows = term_grads(losses_of, params, TERMS)
   g = rows["loss_reg"]
-  assert grad_max(g, "comask_head/reg") > 0
-  assert grad_max(g, "comask_head/convs_0") > 0
+  assert grad_max(g, "roi_heads/comask_head/reg") > 0
+  assert grad_max(g, "roi_heads/comask_head/convs_0") > 0
   # The mask weights the cells but is detached: no box gradient into it.
-  for layer in MASK_LAYERS + IOU_LAYERS + ("bbox_head_0",):
+  for layer in MASK_LAYERS + IOU_LAYERS + ("roi_heads/bbox_head_0",):
     assert grad_max(g, layer) == 0, layer
   g = rows["loss_mask"]
-  assert grad_max(g, "comask_head/instance") > 0
+  assert grad_max(g, "roi_heads/comask_head/instance") > 0
   assert grad_max(g, last) > 0
-  for layer in IOU_LAYERS + ("comask_head/reg",):
+  for layer in IOU_LAYERS + ("roi_heads/comask_head/reg",):
     assert grad_max(g, layer) == 0, layer
   # The mask-IoU branch reads the trunk, and the mask only detached.
   g = rows["loss_mask_iou"]
-  assert grad_max(g, "comask_head/fc_iou") > 0
+  assert grad_max(g, "roi_heads/comask_head/fc_iou") > 0
   assert grad_max(g, last) > 0
-  for layer in MASK_LAYERS + ("comask_head/reg",):
+  for layer in MASK_LAYERS + ("roi_heads/comask_head/reg",):
     assert grad_max(g, layer) == 0, layer
   g = rows["loss_cls"]
-  assert grad_max(g, "bbox_head_0") > 0 and grad_max(g, "comask_head") == 0
+  assert grad_max(g, "roi_heads/bbox_head_0") > 0
+  assert grad_max(g, "roi_heads/comask_head") == 0
 
 
 def test_collaborative_switch_changes_only_the_weights():
@@ -209,7 +211,7 @@ def test_deformable_box_pooling_counts_by_hand():
     c = config_lib.get_base("comask")
     c.model.roi_heads.roi_pooling = pooling
     counts = part_counts(c)
-    assert all(counts[f"box_pool_{i}"] == per_level for i in range(4))
+    assert all(counts[f"roi_heads/box_pool_{i}"] == per_level for i in range(4))
 
 
 def test_second_nms_drops_refined_duplicates():

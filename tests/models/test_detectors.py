@@ -62,13 +62,14 @@ def _grads_of(*terms, family="scnet", **overrides):
 def test_mask_loss_gradients_follow_the_spec():
   (g,) = _grads_of("loss_mask")
   # Through the feature relay into the last stage's shared FCs only.
-  assert grad_max(g, "bbox_head_2/shared_fcs") > 0
-  assert grad_max(g, "bbox_head_2/fc_cls") == 0
-  assert grad_max(g, "bbox_head_0") == 0 and grad_max(g, "bbox_head_1") == 0
-  assert grad_max(g, "feat_relay_head") > 0
-  assert grad_max(g, "semantic_head/conv_embedding") > 0
-  assert grad_max(g, "glbctx_head/convs") > 0
-  assert grad_max(g, "mask_head_0") > 0
+  assert grad_max(g, "roi_heads/bbox_head_2/shared_fcs") > 0
+  assert grad_max(g, "roi_heads/bbox_head_2/fc_cls") == 0
+  assert grad_max(g, "roi_heads/bbox_head_0") == 0
+  assert grad_max(g, "roi_heads/bbox_head_1") == 0
+  assert grad_max(g, "roi_heads/feat_relay_head") > 0
+  assert grad_max(g, "roi_heads/semantic_head/conv_embedding") > 0
+  assert grad_max(g, "roi_heads/glbctx_head/convs") > 0
+  assert grad_max(g, "roi_heads/mask_head_0") > 0
   assert grad_max(g, "rpn_head") == 0  # proposals carry no gradient
 
 
@@ -76,8 +77,8 @@ def test_no_gradient_between_stages_or_into_frozen_parts():
   overrides = {"model.backbone.norm": "frozen_bn",
                "model.backbone.frozen_stages": 1}
   g, rpn = _grads_of("s1.loss_bbox", "loss_rpn_cls", **overrides)
-  assert grad_max(g, "bbox_head_1") > 0
-  assert grad_max(g, "bbox_head_0") == 0   # refined boxes are constants
+  assert grad_max(g, "roi_heads/bbox_head_1") > 0
+  assert grad_max(g, "roi_heads/bbox_head_0") == 0  # refined: constants
   assert grad_max(g, "rpn_head") == 0
   assert grad_max(g, "backbone/conv1") == 0 and grad_max(g, "backbone/bn1") == 0
   assert grad_max(g, "backbone/layer1_") == 0
@@ -92,8 +93,10 @@ def test_switches_remove_their_parts():
                                    "model.roi_heads.feature_relay": False})
   model = build_model(config)
   params, _ = init_variables(model, config, 0)
-  assert not {"semantic_head", "glbctx_head", "feat_relay_head"} & set(params)
+  assert not {"semantic_head", "glbctx_head", "feat_relay_head"} & set(
+      params["roi_heads"])
   config = tiny_config("scnet",
                        **{"model.roi_heads.sample_consistency": "none"})
   params, _ = init_variables(build_model(config), config, 0)
-  assert {"mask_head_0", "mask_head_1", "mask_head_2"} <= set(params)
+  assert {"mask_head_0", "mask_head_1", "mask_head_2"} <= set(
+      params["roi_heads"])

@@ -21,8 +21,9 @@ def test_train_step_and_inference(stages):
   config = tiny_config("mnc", **{"model.roi_heads.train_stages": stages})
   model = build_model(config)
   params, stats = init_variables(model, config, 0)
-  assert {"mask_head_0", "bbox_head_0"} <= set(params)
-  assert "mask_head_1" not in params and "bbox_head_1" not in params
+  heads = set(params["roi_heads"])
+  assert {"mask_head_0", "bbox_head_0"} <= heads
+  assert "mask_head_1" not in heads and "bbox_head_1" not in heads
   (b,) = train_batches(config, 1)
 
   def loss(p):
@@ -59,18 +60,18 @@ def _grads(term, **overrides):
 
 def test_stage3_loss_reaches_the_mask_head_and_the_rpn_regression():
   g = _grads("loss_cls")
-  assert g("mask_head_0/mask_pred") > 0    # through the masked features
-  assert g("mask_head_0/fc_mask") > 0
+  assert g("roi_heads/mask_head_0/mask_pred") > 0  # via the masked features
+  assert g("roi_heads/mask_head_0/fc_mask") > 0
   assert g("rpn_head/rpn_reg") > 0         # through the RoI coordinates
   assert g("rpn_head/rpn_cls") == 0        # scores only rank proposals
   g = _grads("loss_mask")
-  assert g("rpn_head/rpn_reg") > 0 and g("bbox_head_0") == 0
+  assert g("rpn_head/rpn_reg") > 0 and g("roi_heads/bbox_head_0") == 0
 
 
 def test_without_box_grad_the_boxes_are_constants():
   g = _grads("loss_cls", **{"model.rpn.box_grad": False,
                             "model.roi_heads.box_grad": False})
-  assert g("mask_head_0/mask_pred") > 0
+  assert g("roi_heads/mask_head_0/mask_pred") > 0
   assert g("rpn_head/rpn_reg") == 0
 
 
@@ -78,7 +79,7 @@ def test_five_stage_losses_reach_stage_3_regression_and_the_rpn():
   # ext.loss_mask depends on the stage-3 deltas only through the boxes
   # they moved, and on the RPN through the boxes those started from.
   g = _grads("ext.loss_mask", **{"model.roi_heads.train_stages": 5})
-  assert g("bbox_head_0/fc_reg") > 0
+  assert g("roi_heads/bbox_head_0/fc_reg") > 0
   assert g("rpn_head/rpn_reg") > 0
 
 

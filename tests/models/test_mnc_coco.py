@@ -31,8 +31,9 @@ def test_r101_coco_config_compiles_train_step_and_inference():
   rngs = {"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}
   variables = jax.eval_shape(lambda b: model.init(rngs, b), batch)
   params, stats = variables["params"], variables.get("batch_stats", {})
-  assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(
-      params["bbox_head_0"])) > 4096 * 4096 * 2  # the paper's pathways
+  pathways = params["roi_heads"]["bbox_head_0"]  # the paper's 4096-wide FCs
+  assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(pathways)) > \
+      4096 * 4096 * 2
   tx = optim.make_optimizer(c, params, 100)
   state = jax.eval_shape(lambda p, s: create_state(p, s, tx, 0), params,
                          stats)

@@ -34,11 +34,12 @@ def test_scnet_parts_equal_spec_table():
   assert counts["backbone"] == 23_508_032
   assert counts["neck"] == 3_344_384
   assert counts["rpn_head"] == 593_935
-  assert all(counts[f"bbox_head_{s}"] == 13_982_805 for s in range(3))
-  assert counts["feat_relay_head"] == 12_857_600
-  assert counts["mask_head_0"] == 7_363_920
-  assert counts["semantic_head"] == 2_802_103
-  assert counts["glbctx_head"] == 2_380_880
+  assert all(counts[f"roi_heads/bbox_head_{s}"] == 13_982_805
+             for s in range(3))
+  assert counts["roi_heads/feat_relay_head"] == 12_857_600
+  assert counts["roi_heads/mask_head_0"] == 7_363_920
+  assert counts["roi_heads/semantic_head"] == 2_802_103
+  assert counts["roi_heads/glbctx_head"] == 2_380_880
 
 
 def test_larger_backbones_build():

@@ -120,6 +120,23 @@ def test_checkpoint_of_another_config_names_the_parameter(tmp_path):
   ckpt.close()
 
 
+def test_checkpoint_of_the_old_layout_is_refused_naming_the_change():
+  """Before the RoI heads had their own scope, their parts sat at the top
+  of the parameter tree beside the backbone."""
+  arr = np.zeros((2, 2), np.float32)
+  old = {"backbone": {"conv1": arr}, "bbox_head_0": {"fc_cls": arr},
+         "mask_head_0": {"conv_logits": arr}}
+  new = {"backbone": {"conv1": arr}, "roi_heads": {
+      "bbox_head_0": {"fc_cls": arr}, "mask_head_0": {"conv_logits": arr}}}
+  why = checkpoint.first_shape_mismatch(new, old)
+  assert why.startswith("it holds the RoI heads' parameters at the top of "
+                        "the tree (bbox_head_0, mask_head_0, ...)")
+  assert "roi_heads/" in why and "\n" not in why
+  assert checkpoint.first_shape_mismatch(new, new) is None
+  # A backbone-only checkpoint (init_from) is not the old layout.
+  assert checkpoint.old_layout(new, {"backbone": old["backbone"]}) is None
+
+
 def test_init_from_refuses_another_shape_unless_asked(tmp_path):
   d = str(tmp_path / "checkpoints")
   _write(d, [4])

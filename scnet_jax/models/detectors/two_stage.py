@@ -17,8 +17,6 @@ position in the global batch, may be added for training: sampling keys
 are derived from it, so a global batch samples the same RoIs however it
 is split.
 """
-import flax.linen as nn
-
 from scnet_jax.models import registry
 from scnet_jax.models.detectors.base import DTYPES, Detector
 from scnet_jax.models.structures import IMAGE_KEYS, GroundTruth
@@ -48,12 +46,6 @@ class TwoStageDetector(Detector):
            ("rpn", registry.DENSE_HEADS), ("roi_heads", registry.ROI_HEADS))
   # The instances come through the RoI heads' train_batch_keys.
   TRAIN_KEYS = IMAGE_KEYS
-
-  def setup(self):
-    super().setup()
-    # The RoI heads' parts (bbox_head_0, mask_head_0, semantic_head, ...)
-    # sit at the top of the parameter tree, as in mmdet's checkpoints.
-    nn.share_scope(self, self.roi_heads)
 
   def loss(self, batch):
     """Named float32 losses (weights applied); the total is their sum."""
