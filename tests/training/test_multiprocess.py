@@ -40,21 +40,28 @@ def _losses(workdir):
           for s, r in read_metrics(workdir).items()}
 
 
-# Steps compared between 2 x 2 and 1 x 4 devices. The collectives sum in
-# another order, and from step 4 on that float noise (1e-7 relative at
-# steps 1-3) is amplified by discrete events (a sample or top-k crossing a
-# tie): measured 6e-4 at step 4, 8 % at step 8. Averaging gradients over
-# one process's devices only changes step 2 already far beyond 1e-4.
-COMPARED_STEPS = 3
+# 2 x 2 against 1 x 4 devices. The collectives sum in another order; that
+# float noise (1e-7 relative at steps 1-2) is amplified by any discrete
+# event of the RoI heads (a proposal's top-k or NMS crossing a tie changes
+# the sampled RoIs): measured 6 % in loss_bbox at step 3 once, back to
+# 1e-4 at step 4. Every term is compared over the first COMPARED_STEPS
+# steps; the RPN's terms, continuous in the parameters (its anchors are
+# labelled against the ground truth alone), over every step, measured
+# within 2e-4. Averaging gradients over one process's devices only
+# changes step 2 already far beyond both tolerances.
+COMPARED_STEPS = 2
+RPN_TERMS = ("loss_rpn_cls", "loss_rpn_bbox")
 
 
 def _assert_close(a, b):
   assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))
-  for s in range(1, COMPARED_STEPS + 1):
+  for s in range(1, STEPS + 1):
     assert set(a[s]) == set(b[s]) and len(a[s]) > 3
-    for k in a[s]:
-      np.testing.assert_allclose(a[s][k], b[s][k], rtol=1e-4, atol=1e-6,
-                                 err_msg=f"step {s} {k}")
+    terms = a[s] if s <= COMPARED_STEPS else RPN_TERMS
+    for k in terms:
+      np.testing.assert_allclose(a[s][k], b[s][k],
+                                 rtol=1e-4 if s <= COMPARED_STEPS else 1e-3,
+                                 atol=1e-6, err_msg=f"step {s} {k}")
 
 
 @pytest.fixture(scope="module")
