@@ -6,6 +6,7 @@ Shapes: B images, G = data.max_instances padded ground truths, R =
 data.mask_crop_size, P proposals, S sampled RoIs per image, D =
 test.max_per_img detections, H x W the padded canvas (a bucket).
 """
+import zlib
 from typing import Optional
 
 import flax
@@ -50,9 +51,17 @@ def image_keys(key, index):
   return jax.vmap(jax.random.fold_in, (None, 0))(key, index)
 
 
-def keys_for(per_image_keys, use):
-  """[B] keys for one use (an integer id fixed per sampling site)."""
-  return jax.vmap(jax.random.fold_in, (0, None))(per_image_keys, use)
+def stream(key, name):
+  """The key of the PRNG stream `name`: `key` folded with a stable hash
+  of the name (CRC-32), so streams are named, not numbered by hand, and
+  two names never share a key by an arithmetic coincidence."""
+  return jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+def keys_for(per_image_keys, name):
+  """[B] keys of one sampling site's stream `name` (e.g. "rpn",
+  "box_stage_1"), one per image."""
+  return jax.vmap(stream, (0, None))(per_image_keys, name)
 
 
 @flax.struct.dataclass

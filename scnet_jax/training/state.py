@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scnet_jax.models import dummy_batch
+from scnet_jax.models.structures import stream
 
 
 @flax.struct.dataclass
@@ -15,12 +16,21 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: Any
+  # The key's raw data (uint32 [2] for threefry): checkpoints hold plain
+  # arrays; the step wraps it into a typed key.
   rng: jnp.ndarray
 
 
+def seed_key(seed, name):
+  """The typed key of a run's PRNG stream `name`, derived from the root
+  key of `seed`: "params" (initialisation), "sample" (the sampling at
+  init), "train" (the train state's key)."""
+  return stream(jax.random.key(seed), name)
+
+
 def _init_fn(model, seed):
-  rngs = {"params": jax.random.PRNGKey(seed),
-          "sample": jax.random.PRNGKey(seed + 1)}
+  rngs = {"params": seed_key(seed, "params"),
+          "sample": seed_key(seed, "sample")}
   return lambda batch: model.init(rngs, batch)
 
 
@@ -40,7 +50,7 @@ def abstract_variables(model, config):
 def create_state(params, batch_stats, tx, seed):
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=batch_stats, opt_state=tx.init(params),
-                    rng=jax.random.PRNGKey(seed + 2))
+                    rng=jax.random.key_data(seed_key(seed, "train")))
 
 
 def param_count(params):

@@ -17,7 +17,7 @@ def make_train_step(model, tx, axis_name=AXIS):
   """
 
   def step(state, batch):
-    rng, key = jax.random.split(state.rng)
+    rng, key = jax.random.split(jax.random.wrap_key_data(state.rng))
     per_device = batch["image"].shape[0]
     batch = dict(batch)
     batch["index"] = (jax.lax.axis_index(axis_name) * per_device +
@@ -44,7 +44,8 @@ def make_train_step(model, tx, axis_name=AXIS):
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params,
-                              opt_state=opt_state, rng=rng)
+                              opt_state=opt_state,
+                              rng=jax.random.key_data(rng))
     metrics["finite"] = finite.astype(jnp.float32)
     return new_state, metrics
 

@@ -13,7 +13,6 @@ from scnet_jax.models.layers import Conv, normal
 from scnet_jax.models.structures import Proposals, keys_for
 
 # The sampling key id of the RPN (RoI heads use 1, 2, ...).
-RPN_KEY = 0
 
 
 class RPNHead(nn.Module, kw_only=True):
@@ -116,7 +115,7 @@ class RPNHead(nn.Module, kw_only=True):
     inside = ops.inside_flags(all_anchors, flags, image_hw,
                               self.allowed_border)
     losses = rpn.rpn_loss(
-        keys_for(image_keys, RPN_KEY),
+        keys_for(image_keys, "rpn"),
         jnp.concatenate([o[0] for o in outputs], 1),
         jnp.concatenate([o[1] for o in outputs], 1), all_anchors, inside,
         gt.boxes, gt.valid, pos_iou_thr=self.pos_iou_thr,

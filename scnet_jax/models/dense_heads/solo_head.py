@@ -264,7 +264,7 @@ class SOLOHead(nn.Module, kw_only=True):
       focal_sum += jnp.sum(sigmoid_focal(cls_logits, onehot,
                                          self.focal_gamma, self.focal_alpha))
       num_pos += jnp.sum(positive)
-      idx = self.positive_slots(level, positive, g, keys_for(keys, level))
+      idx = self.positive_slots(level, positive, g, keys_for(keys, f"level_{level}"))
       cap = idx.shape[1]
       used = jnp.arange(cap)[None] < jnp.sum(positive, -1, keepdims=True)
       num_masks += jnp.sum(used)

@@ -52,8 +52,6 @@ from scnet_jax.ops.ratio_roi_align import ratio_roi_align, ratio_roi_levels
 
 POOLINGS = ("align", "dpool", "mdpool")
 REG_WEIGHTINGS = ("mean", "cell")
-JITTER_KEY = 101   # keys_for ids of the head's own random draws
-SUBSET_KEY = 102
 
 
 class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
@@ -281,9 +279,9 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
     losses["loss_cls"] = self.loss_cls_weight * jnp.sum(
         softmax_ce(cls, smp.labels) * smp.valid) / norm
 
-    pos = self.reg_subset(keys_for(image_keys, SUBSET_KEY),
+    pos = self.reg_subset(keys_for(image_keys, "comask_subset"),
                           smp.first(self.num_pos_slots))
-    pos = pos.replace(rois=self.jittered(keys_for(image_keys, JITTER_KEY),
+    pos = pos.replace(rois=self.jittered(keys_for(image_keys, "comask_jitter"),
                                          pos.rois, image_hw))
     reg, picked, logits, iou = self.run_head(feats, pos.rois, pos.labels,
                                              canvas)

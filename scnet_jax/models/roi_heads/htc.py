@@ -53,7 +53,8 @@ class HTCRoIHeads(CascadeRoIHeads, kw_only=True):
       smp = stage.samples
       if self.interleaved:
         boxes, valid = self.refine(s, stage, image_hw)
-        smp = self.sample(s, image_keys, boxes, valid, gt, use=2 + 2 * s)
+        smp = self.sample(s, image_keys, boxes, valid, gt,
+                          stream_name=f"mask_stage_{s}")
       pos, x = self.positive_mask_features(feats, smp, ctx)
       logits = self.mask_chain(x, s)[-1]
       losses[self.loss_name(s, "loss_mask")] = self.stage_loss_weights[s] * \

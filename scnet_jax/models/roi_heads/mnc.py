@@ -48,8 +48,6 @@ from scnet_jax.models.roi_heads.standard import StandardRoIHeads
 from scnet_jax.models.structures import keys_for
 
 CASCADE_LENGTHS = (3, 5)
-# The sampling key id of the 5-stage relabelling (stage 0 samples with 1).
-EXT_SAMPLE_KEY = 3
 
 
 class MNCRoIHeads(StandardRoIHeads, kw_only=True):
@@ -184,7 +182,7 @@ class MNCRoIHeads(StandardRoIHeads, kw_only=True):
     g = gt.boxes.shape[1]
     n = boxes.shape[1] + (g if self.add_gt_as_proposals else 0)
     return label_and_sample_proposals(
-        keys_for(image_keys, EXT_SAMPLE_KEY), boxes, valid, gt.boxes,
+        keys_for(image_keys, "mnc_relabel"), boxes, valid, gt.boxes,
         gt.labels, gt.valid, iou_thr=self.stage_iou_thrs[0],
         match_low_quality=self.match_low_quality, num_samples=n,
         pos_fraction=1.0, add_gt_as_proposals=self.add_gt_as_proposals,

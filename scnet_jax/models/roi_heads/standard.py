@@ -228,12 +228,13 @@ class StandardRoIHeads(nn.Module, kw_only=True):
 
   # ------------------------------------------------------ shared pieces
   def sample(self, stage, image_keys, candidates, candidate_valid, gt,
-             use=None):
-    """Samples for box stage `stage`, drawn with the key id `use` (default
-    1 + 2 * stage; 2 + 2 * stage is HTC's second draw)."""
-    use = 1 + 2 * stage if use is None else use
+             stream_name=None):
+    """Samples for box stage `stage`, drawn from the PRNG stream
+    `stream_name` (default f"box_stage_{stage}"; HTC's mask branch draws
+    again from its own)."""
+    name = stream_name or f"box_stage_{stage}"
     return label_and_sample_proposals(
-        keys_for(image_keys, use), candidates, candidate_valid,
+        keys_for(image_keys, name), candidates, candidate_valid,
         gt.boxes, gt.labels, gt.valid, iou_thr=self.stage_iou_thrs[stage],
         match_low_quality=self.match_low_quality,
         num_samples=self.num_samples, pos_fraction=self.pos_fraction,
