@@ -14,7 +14,12 @@ image lies top-left in it. The detector builds the batch's
 its padded canvas) and passes it with the levels to every part after the
 backbone; no part rebuilds it. Boxes are (x1, y1, x2, y2) float32 in
 resized-image pixels. Losses are dicts of named float32 scalars with
-their weights applied; the train step sums every entry, and logs each.
+their weights applied: every method that computes losses returns its
+own dict, and the detector merges them (`losses.merge_losses`: a name
+returned twice is an error); the train step sums every entry and logs
+each. Names: `loss_<what>` (mmdetection's), prefixed `s<k>.` for the
+k-th of several box or mask stages and `ext.` for the second round of
+MNC's 5-stage cascade.
 """
 from typing import Any, Protocol, Sequence
 

@@ -109,3 +109,16 @@ def dice(logits, targets, where=None, eps=1e-3):
   b = jnp.sum(p * p, axes) + eps
   c = jnp.sum(t * t, axes) + eps
   return 1.0 - 2.0 * a / (b + c)
+
+
+def merge_losses(*parts):
+  """One dict of named losses from the dicts of the parts that computed
+  them; a name two parts both return is an error (ValueError), not an
+  overwrite."""
+  merged = {}
+  for part in parts:
+    clash = set(merged) & set(part)
+    if clash:
+      raise ValueError(f"loss names returned twice: {sorted(clash)}")
+    merged.update(part)
+  return merged

@@ -4,10 +4,11 @@ no proposals and no RoIs; parts picked from their registries by `type`.
 `loss(batch)` -> named float32 losses; `predict(batch)` -> Detections with
 image-level masks (structures.IMAGE_MASKS); both jittable, static shapes.
 """
+from scnet_jax.errors import ConfigError
 from scnet_jax.models import registry
 from scnet_jax.models.detectors.base import DTYPES, Detector
+from scnet_jax.models.losses import merge_losses
 from scnet_jax.models.structures import IMAGE_KEYS, INSTANCE_KEYS, GroundTruth
-from scnet_jax.errors import ConfigError
 
 
 def part_arguments(cfg, axis_name=None):
@@ -49,9 +50,9 @@ class OneStageDetector(Detector):
     gt = GroundTruth.from_batch(batch)
     c_feats, canvas = self.backbone_features(batch["image"],
                                              batch["image_hw"])
-    feats, losses = self.neck.loss(c_feats, canvas, gt, self.axis_name)
-    losses.update(self.mask_head.loss(feats, canvas, gt, keys))
-    return losses
+    feats, neck_losses = self.neck.loss(c_feats, canvas, gt, self.axis_name)
+    return merge_losses(neck_losses,
+                        self.mask_head.loss(feats, canvas, gt, keys))
 
   def predict(self, batch):
     """Detections in resized-image pixels, masks over the canvas."""

@@ -19,6 +19,7 @@ is split.
 """
 from scnet_jax.models import registry
 from scnet_jax.models.detectors.base import DTYPES, Detector
+from scnet_jax.models.losses import merge_losses
 from scnet_jax.models.structures import IMAGE_KEYS, GroundTruth
 
 
@@ -53,12 +54,12 @@ class TwoStageDetector(Detector):
     gt = GroundTruth.from_batch(batch)
     c_feats, canvas = self.backbone_features(batch["image"],
                                              batch["image_hw"])
-    feats, losses = self.neck.loss(c_feats, canvas, gt, self.axis_name)
+    feats, neck_losses = self.neck.loss(c_feats, canvas, gt, self.axis_name)
     rpn_losses, proposals = self.rpn_head.loss_and_proposals(feats, gt,
                                                              canvas, keys)
-    losses.update(rpn_losses)
-    losses.update(self.roi_heads.loss(feats, proposals, gt, canvas, keys))
-    return losses
+    return merge_losses(
+        neck_losses, rpn_losses,
+        self.roi_heads.loss(feats, proposals, gt, canvas, keys))
 
   def predict(self, batch):
     """Detections in resized-image pixels (structures.Detections)."""

@@ -79,12 +79,12 @@ class CascadeRoIHeads(StandardRoIHeads, kw_only=True):
                                          self.axis_name, cfg.avg_non_ignore)
 
   def train_box_stages(self, feats, proposals, gt, image_hw, image_keys,
-                       ctx, losses):
+                       ctx):
     stages = []
     boxes, valid = proposals.boxes, proposals.valid
     for s in range(self.num_stages):
       smp = self.sample(s, image_keys, boxes, valid, gt)
-      stages.append(self.box_stage_loss(s, feats, smp, ctx, losses))
+      stages.append(self.box_stage_loss(s, feats, smp, ctx))
       boxes, valid = self.refine(s, stages[-1], image_hw)
     return stages
 

@@ -28,8 +28,8 @@ import jax.numpy as jnp
 
 from scnet_jax import ops
 from scnet_jax.errors import ConfigError
-from scnet_jax.models.losses import (normalizer, sigmoid_bce, smooth_l1,
-                                     softmax_ce)
+from scnet_jax.models.losses import (merge_losses, normalizer, sigmoid_bce,
+                                     smooth_l1, softmax_ce)
 from scnet_jax.models.postprocessing import multiclass_nms
 from scnet_jax.models.roi_heads.bbox_head import BBoxHead
 from scnet_jax.models.roi_heads.mask_head import MaskHead
@@ -41,11 +41,13 @@ from scnet_jax.models.structures import (INSTANCE_KEYS, FeatureContext,
 @dataclasses.dataclass(frozen=True)
 class BoxStage:
   """What one trained box stage leaves for the mask branch and the next
-  stage: its samples [B, S], regression [B, S, 4 | C, 4] and the box
-  head's last shared FC output [B, S, fc_dim]."""
+  stage: its samples [B, S], regression [B, S, 4 | C, 4], the box head's
+  last shared FC output [B, S, fc_dim], and its weighted losses
+  (loss_cls, loss_bbox under the stage's names)."""
   samples: Samples
   deltas: jnp.ndarray
   shared: jnp.ndarray
+  losses: dict
 
 
 class StandardRoIHeads(nn.Module, kw_only=True):
@@ -169,12 +171,13 @@ class StandardRoIHeads(nn.Module, kw_only=True):
     gt: GroundTruth; canvas: Canvas; image_keys: [B] PRNG keys.
     """
     image_hw = canvas.image_hw
-    ctx, losses = self.context_and_losses(feats, canvas, gt)
+    ctx, context_losses = self.context_and_losses(feats, canvas, gt)
     stages = self.train_box_stages(feats, proposals, gt, image_hw,
-                                   image_keys, ctx, losses)
-    losses.update(self.mask_losses(feats, stages, gt, image_hw, image_keys,
-                                   ctx))
-    return losses
+                                   image_keys, ctx)
+    mask_losses = self.mask_losses(feats, stages, gt, image_hw, image_keys,
+                                   ctx)
+    return merge_losses(context_losses, *(s.losses for s in stages),
+                        mask_losses)
 
   def predict(self, feats, proposals, canvas):
     """Detections with [B, D, mask_size, mask_size] box-relative masks."""
@@ -194,11 +197,11 @@ class StandardRoIHeads(nn.Module, kw_only=True):
     return FeatureContext(canvas=canvas), {}
 
   def train_box_stages(self, feats, proposals, gt, image_hw, image_keys,
-                       ctx, losses):
-    """Trains the box stage(s), adding their losses; returns [BoxStage]."""
+                       ctx):
+    """Trains the box stage(s) -> [BoxStage], each with its losses."""
     del image_hw
     smp = self.sample(0, image_keys, proposals.boxes, proposals.valid, gt)
-    return [self.box_stage_loss(0, feats, smp, ctx, losses)]
+    return [self.box_stage_loss(0, feats, smp, ctx)]
 
   def predict_box_stages(self, feats, rois, image_hw, ctx):
     """(input RoIs of the last stage [B, P, 4], class logits of every stage
@@ -287,14 +290,14 @@ class StandardRoIHeads(nn.Module, kw_only=True):
     return (cls.reshape(bsz, k, -1), reg.reshape(bsz, k, *reg.shape[1:]),
             shared.reshape(bsz, k, -1))
 
-  def box_stage_loss(self, stage, feats, smp, ctx, losses):
-    """Forward of box stage `stage` on its samples; adds its weighted
-    loss_cls and loss_bbox to `losses`; returns the BoxStage."""
+  def box_stage_loss(self, stage, feats, smp, ctx):
+    """Forward of box stage `stage` on its samples -> its BoxStage, with
+    its weighted loss_cls and loss_bbox."""
     cls, deltas, shared = self.box_forward(stage, feats, smp.rois, ctx)
     cls_loss, box_loss = self.box_losses(stage, smp, cls, deltas)
-    losses[self.loss_name(stage, "loss_cls")] = cls_loss
-    losses[self.loss_name(stage, "loss_bbox")] = box_loss
-    return BoxStage(samples=smp, deltas=deltas, shared=shared)
+    return BoxStage(samples=smp, deltas=deltas, shared=shared, losses={
+        self.loss_name(stage, "loss_cls"): cls_loss,
+        self.loss_name(stage, "loss_bbox"): box_loss})
 
   def box_losses(self, stage, smp, cls, deltas):
     """(loss_cls, loss_bbox) of samples smp, weighted as box stage
