@@ -149,6 +149,33 @@ def grad_max(grads, prefix):
   return max(vals)
 
 
+def trace_train_and_predict(config):
+  """The training loss with its gradient and one inference call on a
+  training batch, traced with jax.eval_shape: every line of the model's
+  Python runs, nothing is compiled. Checks scalar losses and a gradient
+  for every parameter; returns (the losses, the detections) as
+  ShapeDtypeStructs."""
+  import jax
+  from scnet_jax.models import build_model
+  from scnet_jax.training.state import abstract_variables
+  model = build_model(config)
+  variables = abstract_variables(model, config)
+  params, stats = variables["params"], variables.get("batch_stats", {})
+  (batch,) = train_batches(config, 1)
+  # The batch statistics are arguments: eval_shape takes abstract values
+  # only as arguments, not in a closure.
+  (_, losses), grads = jax.eval_shape(
+      lambda p, s, b, k: jax.value_and_grad(total_loss_fn(model, s),
+                                            has_aux=True)(p, b, k),
+      params, stats, batch, jax.random.key(0))
+  assert losses and all(v.shape == () for v in losses.values())
+  assert jax.tree.structure(grads) == jax.tree.structure(params)
+  out = jax.eval_shape(lambda p, s, b: model.apply(
+      {"params": p, "batch_stats": s}, b, method=model.predict),
+      params, stats, batch)
+  return losses, out
+
+
 def jit_train_and_predict(config):
   """One jitted train step and one inference call, each run on two
   batches: checks finite losses and gradients and a single compilation

@@ -7,14 +7,11 @@ for recompilation in their own tests.) Every new config counts its
 parameters (what `python -m scnet_jax.summary` prints)."""
 import os
 
-import jax
 import pytest
 
-from scnet_jax.models import build_model
 from scnet_jax.predictor import load_config
 from scnet_jax.summary import part_counts
-from scnet_jax.training.state import abstract_variables
-from tests.helpers import shapes_root, train_batches
+from tests.helpers import shapes_root, trace_train_and_predict
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 NEW_CONFIGS = ["comask_r50_mfpn_2x_coco", "comask_r101_mfpn_2x_coco",
@@ -43,22 +40,7 @@ def _small(name):
                                   "aggmask_r50_fpn_3x_coco"])
 def test_r50_coco_config_traces_at_a_small_bucket(name):
   config = _small(name)
-  model = build_model(config)
-  variables = abstract_variables(model, config)
-  params, stats = variables["params"], variables.get("batch_stats", {})
-  (batch,) = train_batches(config, 1)
-
-  def losses(p, s, b):
-    return model.apply({"params": p, "batch_stats": s}, b, method=model.loss,
-                       rngs={"sample": jax.random.PRNGKey(0)})
-  named = jax.eval_shape(losses, params, stats, batch)
-  assert named and all(v.shape == () for v in named.values())
-  grads = jax.eval_shape(jax.grad(lambda p, s, b: sum(
-      losses(p, s, b).values())), params, stats, batch)
-  assert jax.tree.structure(grads) == jax.tree.structure(params)
-  out = jax.eval_shape(lambda p, s, b: model.apply(
-      {"params": p, "batch_stats": s}, b, method=model.predict),
-      params, stats, batch)
+  _, out = trace_train_and_predict(config)
   d = config.model.test.max_per_img
   # Box-relative 28 x 28 masks, or a one-stage head's at stride 4.
   mask_hw = (32, 32) if config.model.type == "one_stage" else (28, 28)
