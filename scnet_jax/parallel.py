@@ -148,11 +148,6 @@ class DataParallel:
       return rows.reshape(-1, *x.shape[2:]) if self.mode == "pmap" else rows
     return jax.tree.map(local_rows, tree)
 
-  @staticmethod
-  def _signature(replicated, batch):
-    leaves, tree = jax.tree.flatten((replicated, batch))
-    return tree, tuple((x.shape, x.dtype) for x in leaves)
-
   def compile(self, replicated, batch):
     """Compiles the program for these device inputs (put_replicated,
     put_batch) without running it; returns True when it was not compiled

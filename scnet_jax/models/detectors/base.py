@@ -100,6 +100,7 @@ class Detector(nn.Module, kw_only=True):
   def __call__(self, batch, train: bool = False):
     """init entry (model.init): the predict path, or the loss path with
     train=True. Both create the same parameters (tests/models/test_init.py
-    checks every tiny config); predict needs no axis binding, so a model
-    built with an axis_name initialises outside the data-parallel map."""
+    checks a tiny config of each kind of head); predict needs no axis
+    binding, so a model built with an axis_name initialises outside the
+    data-parallel map."""
     return self.loss(batch) if train else self.predict(batch)
