@@ -10,6 +10,8 @@ import torch
 import torchvision
 
 from scnet_jax import config_lib
+from scnet_jax.errors import ConfigError
+from scnet_jax.models import build_model
 from scnet_jax.models.losses import iou_loss
 from scnet_jax.models.roi_heads.deform_roi_pool_pack import DeformRoIPoolPack
 from scnet_jax.ops.ratio_roi_align import ratio_roi_levels
@@ -230,3 +232,16 @@ def test_second_nms_drops_refined_duplicates():
   assert int(out.num_detections[0]) == 3
   np.testing.assert_allclose(np.asarray(out.scores[0]), [0.9, 0.7, 0.6, 0])
   np.testing.assert_array_equal(np.asarray(out.labels[0]), [0, 1, 0, 0])
+
+
+@pytest.mark.parametrize("field,value,match", [
+    # Fields of the box-stage and mask-head machinery CoMask does not use.
+    ("level_mapper", "mmdet", "takes no field 'level_mapper'"),
+    ("stage_loss_weights", (1.0,), "takes no field 'stage_loss_weights'"),
+    ("mask_num_convs", 4, "takes no field 'mask_num_convs'"),
+    ("stage_iou_thrs", (0.5, 0.6), "one box stage"),
+])
+def test_refused_configs(field, value, match):
+  config = tiny_config("comask", **{f"model.roi_heads.{field}": value})
+  with pytest.raises(ConfigError, match=match):
+    build_model(config)

@@ -88,6 +88,8 @@ def test_five_stage_losses_reach_stage_3_regression_and_the_rpn():
     ("test_stages", 1, "test_stages"),
     ("class_agnostic", True, "class_agnostic"),
     ("roi_size", 5, "roi_size"),
+    # A field of the standard mask head MNC has no use for.
+    ("mask_num_convs", 4, "takes no field 'mask_num_convs'"),
 ])
 def test_refused_configs(field, value, match):
   config = tiny_config("mnc", **{f"model.roi_heads.{field}": value})

@@ -31,8 +31,11 @@ image (ops/ratio_roi_align.py). Differences from the authors' code: the
 cap on the head's positives is per image (reg_samples_per_image = 96,
 their 192 per GPU of 2 images), so a batch splits over devices the same
 way; the cell weights are detached (their code lets the box loss into the
-mask logits through them; the paper's description detaches them); losses are means over the valid positives (theirs over every
-sampled row, all valid there).
+mask logits through them; the paper's description detaches them); losses
+are means over the valid positives (theirs over every sampled row, all
+valid there). No test-time augmentation (TTA is not declared: the boxes
+come from the mask head after the NMS, not from box stages the TTA views
+could merge).
 
 Shapes: B images, S sampled RoIs, K = reg_samples_per_image, D
 detections, C classes.
@@ -43,10 +46,10 @@ import jax.numpy as jnp
 from scnet_jax import ops
 from scnet_jax.errors import ConfigError
 from scnet_jax.models.losses import iou_loss, normalizer, softmax_ce
+from scnet_jax.models.roi_heads.base import RoIHeadsBase
 from scnet_jax.models.roi_heads.bbox_head import BBoxHead
 from scnet_jax.models.roi_heads.comask_head import CoMaskHead
 from scnet_jax.models.roi_heads.deform_roi_pool_pack import DeformRoIPoolPack
-from scnet_jax.models.roi_heads.standard import StandardRoIHeads
 from scnet_jax.models.structures import keys_for
 from scnet_jax.ops.ratio_roi_align import ratio_roi_align, ratio_roi_levels
 
@@ -54,9 +57,9 @@ POOLINGS = ("align", "dpool", "mdpool")
 REG_WEIGHTINGS = ("mean", "cell")
 
 
-class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
-  """CoMask. Fields beyond StandardRoIHeads' (whose regression, mask-head
-  and level-mapper fields it does not use):
+class CoMaskRoIHeads(RoIHeadsBase, kw_only=True):
+  """CoMask: one box stage (stage_iou_thrs of one entry). Fields beyond
+  RoIHeadsBase's:
 
   collaborative: mask-weighted dense regression (False: unweighted).
   loss_cls_weight, reg_loss_weight, mask_iou_loss_weight: 2, 2, 0.5.
@@ -67,10 +70,6 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
   max_level: of the area-ratio level rule.
   roi_pooling: the box head's pooling, RoIAlign or deformable.
   """
-  # Its boxes come from the mask head after the NMS, not from box stages
-  # the TTA views could merge.
-  TTA = False
-
   collaborative: bool = True
   loss_cls_weight: float = 2.0
   reg_loss_weight: float = 2.0
@@ -107,7 +106,9 @@ class CoMaskRoIHeads(StandardRoIHeads, kw_only=True):
 
   @classmethod
   def check_config(cls, cfg):
-    super().check_config(cfg)
+    if len(cfg.stage_iou_thrs) != 1:
+      raise ConfigError(f"model.roi_heads.stage_iou_thrs: CoMask has one "
+                        f"box stage, got {len(cfg.stage_iou_thrs)} entries")
     if cfg.mask_roi_size != 2 * cfg.roi_size:
       raise ConfigError(f"model.roi_heads.mask_roi_size: CoMask's trunk "
                         f"halves it to the {cfg.roi_size}x{cfg.roi_size} "

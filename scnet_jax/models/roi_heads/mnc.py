@@ -30,9 +30,10 @@ mask voting (ops.mask_voting: candidates of box IoU >= vote_iou, weighted
 by their score of the detection's class, binarised at model.test.mask_thr
 0.4).
 
-The loss and predict entries are overridden as a whole: the mask head
-feeds the classifier of the same RoIs, so the standard box-then-mask
-hooks do not split this cascade.
+Its loss and predict are its own, not StandardRoIHeads' box-then-mask
+hooks: the mask head feeds the classifier of the same RoIs. It has no
+test-time augmentation (TTA is not declared: 5-stage inference and mask
+voting are not the steps the TTA views merge).
 """
 import functools
 
@@ -41,26 +42,23 @@ import jax.numpy as jnp
 
 from scnet_jax import ops
 from scnet_jax.errors import ConfigError
+from scnet_jax.models.roi_heads.box_stages import BoxStagesBase
 from scnet_jax.models.roi_heads.mnc_heads import (MaskConditionedBoxHead,
                                                   MaskRegressionHead)
 from scnet_jax.models.roi_heads.sampling import label_and_sample_proposals
-from scnet_jax.models.roi_heads.standard import StandardRoIHeads
-from scnet_jax.models.structures import keys_for
+from scnet_jax.models.structures import FeatureContext, keys_for
 
 CASCADE_LENGTHS = (3, 5)
 
 
-class MNCRoIHeads(StandardRoIHeads, kw_only=True):
-  """Stages 2 and 3 of MNC (one set of weights, run once or twice).
+class MNCRoIHeads(BoxStagesBase, kw_only=True):
+  """Stages 2 and 3 of MNC (one set of weights, run once or twice); one
+  box stage of BoxStagesBase's fields plus its own.
 
   mask_size is m, the stage-2 mask side (28; the authors' code uses 21);
   num_shared_fcs and fc_dim size each stage-3 pathway; roi_size is the
   side the 14x14 (mask_roi_size) features are max-pooled to for them.
   """
-  # Its predict (5-stage inference, mask voting) is not the standard steps
-  # the TTA views merge.
-  TTA = False
-
   num_samples: int = 64
   pos_fraction: float = 0.3
   match_low_quality: bool = False
@@ -80,7 +78,10 @@ class MNCRoIHeads(StandardRoIHeads, kw_only=True):
 
   @classmethod
   def check_config(cls, cfg):
-    super().check_config(cfg)
+    n = cls.check_stages(cfg)
+    if n != 1:
+      raise ConfigError(f"model.roi_heads: MNC has one box stage (run once "
+                        f"or twice), got {n}")
     for field in ("train_stages", "test_stages"):
       if cfg[field] not in CASCADE_LENGTHS:
         raise ConfigError(f"model.roi_heads.{field}: one of "
@@ -98,21 +99,20 @@ class MNCRoIHeads(StandardRoIHeads, kw_only=True):
   def roi_box_grad(self):
     return self.box_grad
 
-  def make_bbox_head(self):
-    return MaskConditionedBoxHead(
+  def setup(self):
+    # Lists of one, named as the other RoI heads' first stage.
+    self.bbox_head = [MaskConditionedBoxHead(
         num_classes=self.num_classes, num_fcs=self.num_shared_fcs,
         fc_dim=self.fc_dim, pool=self.mask_roi_size // self.roi_size,
-        dtype=self.dtype)
-
-  def make_mask_head(self, index):
-    del index
-    return MaskRegressionHead(mask_size=self.mask_size,
-                              fc_dim=self.mask_fc_dim, dtype=self.dtype)
+        dtype=self.dtype)]
+    self.mask_head = [MaskRegressionHead(mask_size=self.mask_size,
+                                         fc_dim=self.mask_fc_dim,
+                                         dtype=self.dtype)]
 
   # ------------------------------------------------------------ entries
   def loss(self, feats, proposals, gt, canvas, image_keys):
     image_hw = canvas.image_hw
-    ctx, losses = self.context_and_losses(feats, canvas, gt)
+    ctx, losses = FeatureContext(canvas=canvas), {}
     smp = self.sample(0, image_keys, proposals.boxes, proposals.valid, gt)
     rounds = self.train_stages // 2
     for r in range(rounds):
@@ -132,7 +132,7 @@ class MNCRoIHeads(StandardRoIHeads, kw_only=True):
     """Detections with [B, D, mask_size, mask_size] voted masks over their
     (tight) boxes."""
     image_hw = canvas.image_hw
-    ctx, _ = self.context_and_losses(feats, canvas)
+    ctx = FeatureContext(canvas=canvas)
     rois, valid = proposals.boxes, proposals.valid
     cands = []
     rounds = self.test_stages // 2
