@@ -122,7 +122,6 @@ class Deconv2x2(nn.Module):
     return y.reshape(n, 2 * h, 2 * w, o) + bias.astype(self.dtype)
 
 
-
 class CanvasGroupNorm(nn.Module):
   """GroupNorm (eps 1e-5, affine: params scale and bias, as nn.GroupNorm)
   whose statistics are taken over each image's canvas only, so a map
@@ -152,24 +151,33 @@ class CanvasGroupNorm(nn.Module):
 
 
 class ConvGN(nn.Module):
-  """mmcv's ConvModule with GroupNorm: 3x3 conv (no bias) -> canvas
-  GroupNorm -> ReLU; the conv reads its input zeroed outside the canvas.
+  """mmcv's ConvModule with GroupNorm: 3x3 conv (bias only if use_bias;
+  mmcv drops it before a norm) -> canvas GroupNorm -> ReLU (if
+  activation); the conv reads its input zeroed outside the canvas.
 
-  x: [B, H, W, Cin]; inside: [B, H, W, 1] bool or None ->
-  [B, H, W, features].
+  x: [B, H, W, Cin]; inside: [B, H, W, 1] bool (the input's canvas cells)
+  or None -> [B, ceil(H / stride), ceil(W / stride), features], normalised
+  over the output's canvas cells: the canvas is a top-left rectangle, so
+  those are `inside[:, ::stride, ::stride]`, the cells an image alone on
+  its canvas computes.
   """
   features: int
   num_groups: int = 32
   kernel_init: Any = kaiming_fan_out
   dtype: Any = jnp.float32
+  stride: int = 1
+  use_bias: bool = False
+  activation: bool = True
 
   @nn.compact
   def __call__(self, x, inside=None):
     if inside is not None:
       x = jnp.where(inside, x, jnp.zeros((), x.dtype))
-    x = Conv(self.features, (3, 3), padding=((1, 1), (1, 1)),
-             use_bias=False, kernel_init=self.kernel_init, dtype=self.dtype,
+      inside = inside[:, ::self.stride, ::self.stride]
+    x = Conv(self.features, (3, 3), (self.stride, self.stride),
+             padding=((1, 1), (1, 1)), use_bias=self.use_bias,
+             kernel_init=self.kernel_init, dtype=self.dtype,
              name="conv")(x)
     x = CanvasGroupNorm(num_groups=self.num_groups, dtype=self.dtype,
                         name="gn")(x, inside)
-    return nn.relu(x)
+    return nn.relu(x) if self.activation else x

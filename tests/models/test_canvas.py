@@ -20,7 +20,7 @@ def _batch(image, bucket, fill):
   return {"image": canvas, "image_hw": np.array([[h, w]], np.int32)}
 
 
-@pytest.mark.parametrize("family", ["mask_rcnn", "scnet"])
+@pytest.mark.parametrize("family", ["mask_rcnn", "scnet", "comask"])
 def test_bucket_is_invisible(family):
   # Frozen BN: GroupNorm's statistics would cover the whole bucket.
   config = tiny_config(family, **{"model.backbone.norm": "frozen_bn"})

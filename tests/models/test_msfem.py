@@ -82,3 +82,63 @@ def test_bad_fields_are_refused(field, value):
   c.model.neck[field] = value
   with pytest.raises(ConfigError, match=f"model.neck.{field}"):
     build_model(c)
+
+
+def _torch_sim(x, p, branches, groups):
+  """The authors' SIM module with sca attention, written with torch's ops
+  on one image's map x [1, C, H, W] alone; p: our parameters by name."""
+  import torch
+  import torch.nn.functional as F
+  t = lambda name: torch.from_numpy(np.array(p[name]))
+  conv = lambda v, name, stride=1, bias=True: F.conv2d(
+      v, t(f"{name}/kernel").permute(3, 2, 0, 1),
+      t(f"{name}/bias") if bias else None, stride=stride,
+      padding=t(f"{name}/kernel").shape[0] // 2)
+  gn = lambda v, name: F.group_norm(v, groups, t(f"{name}/scale"),
+                                    t(f"{name}/bias"), eps=1e-5)
+  outs = [x]
+  for k in range(1, branches):
+    v = x if k == 1 else torch.cat([outs[-1], x], 1)
+    for j in range(branches - k):
+      v = F.relu(gn(conv(v, f"branch{k}_{j}/conv", stride=2),
+                    f"branch{k}_{j}/gn"))
+    outs.append(F.interpolate(v, size=x.shape[2:], mode="bilinear",
+                              align_corners=True))
+  y = conv(torch.cat(outs, 1), "reduce")
+  pooled = torch.cat([y.mean(1, keepdim=True), y.amax(1, keepdim=True)], 1)
+  y = y * torch.sigmoid(conv(pooled, "refine_conv", bias=False))
+  s = y.mean((2, 3))
+  s = torch.sigmoid(F.linear(F.relu(F.linear(
+      s, t("rca/gate/linear1/kernel").T)), t("rca/gate/linear2/kernel").T))
+  z = y * s[:, :, None, None]
+  r = gn(conv(z, "rca/conv2/conv", bias=False), "rca/conv2/gn")
+  return F.relu(z + r)
+
+
+def test_each_image_equals_the_authors_module_on_its_canvas_alone():
+  """Two images in one [16, 16] bucket, one on a 12 x 10 canvas (odd
+  sizes after the stride-2 convs), one on all of it: each image's output
+  on its canvas equals the authors' module (torch's ops) run on that
+  image alone (the FPN zeroes what lies off it)."""
+  import torch
+  branches, c = 4, 32
+  module = MSFEModule(num_branches=branches, attention="sca")
+  rng = np.random.default_rng(0)
+  x = rng.normal(0, 1, (2, 16, 16, c)).astype(np.float32)
+  x[0, 12:] = x[0, :, 10:] = 0
+  ext = np.array([[12, 10], [16, 16]])
+  ys, xs = (np.arange(16)[None, :] < ext[:, i:i + 1] for i in (0, 1))
+  inside = jnp.asarray((ys[:, :, None] & xs[:, None, :])[..., None])
+  params = module.init(jax.random.PRNGKey(0), x, inside)["params"]
+  # Random biases and norm affines: the initial zeros and ones hide them.
+  params = jax.tree.map(
+      lambda v: jnp.asarray(rng.normal(0, 0.3, v.shape), v.dtype), params)
+  out = np.asarray(jax.jit(lambda p, x, i: module.apply(
+      {"params": p}, x, i))(params, x, inside))
+  flat = {"/".join(str(k.key) for k in path): v for path, v in
+          jax.tree_util.tree_flatten_with_path(params)[0]}
+  for b, (h, w) in enumerate(ext):
+    image = torch.from_numpy(x[b:b + 1, :h, :w]).permute(0, 3, 1, 2)
+    want = _torch_sim(image, flat, branches, 32)[0].permute(1, 2, 0).numpy()
+    assert want.std() > 0.1
+    np.testing.assert_allclose(out[b, :h, :w], want, rtol=1e-4, atol=1e-4)

@@ -40,7 +40,7 @@ class FPN(nn.Module, kw_only=True):
     for i in range(len(laterals) - 1, 0, -1):
       up = jnp.repeat(jnp.repeat(laterals[i], 2, axis=1), 2, axis=2)
       laterals[i - 1] = laterals[i - 1] + up
-    outs = [mask_canvas(self.output_conv(i, mask_canvas(x, canvas)),
+    outs = [mask_canvas(self.output_conv(i, mask_canvas(x, canvas), canvas),
                         canvas) for i, x in enumerate(laterals)]
     while len(outs) < len(self.strides):
       outs.append(outs[-1][:, ::2, ::2])
@@ -55,6 +55,8 @@ class FPN(nn.Module, kw_only=True):
     return Conv(self.channels, (k, k), padding=((k // 2, k // 2),) * 2,
                 kernel_init=xavier_uniform, dtype=self.dtype, name=name)
 
-  def output_conv(self, i, x):
-    """The output module of level i (a 3x3 conv; MSFEM replaces it)."""
+  def output_conv(self, i, x, canvas):
+    """The output module of level i on x, zero outside the canvas (a 3x3
+    conv, whose zero padding is the canvas's; MSFEM replaces it)."""
+    del canvas
     return self.conv(3, f"fpn_convs_{i}")(x)

@@ -24,6 +24,14 @@ builds the 1x1 reduction for b inputs; we apply the layer list for every
 b (b = 1: 1x1 conv and attention only), so the paper's 1/2/4 ablation
 rows differ in their sub-branches alone. All convs and FCs are
 xavier-uniform initialised (MFPN.init_weights).
+
+Each image is computed on its own canvas (structures.Canvas), as the
+authors' code computes an image at batch 1: every conv reads its input
+zeroed outside it, GroupNorm and the channel gate's mean take their
+statistics over it, a stride-2 conv's canvas is the ceil of half its
+input's, and `up` resizes each image's canvas cells onto its canvas at
+H x W. An image's features do not depend on the bucket it is padded
+into.
 """
 from typing import Any
 
@@ -31,22 +39,38 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from scnet_jax.errors import ConfigError
-from scnet_jax.models.layers import Conv, ConvModule, xavier_uniform
+from scnet_jax.models.layers import Conv, ConvGN, xavier_uniform
 from scnet_jax.models.necks.fpn import FPN
 from scnet_jax.ops.resize import resize_bilinear_align_corners
 
 ATTENTIONS = ("rca", "ca", "sca", "none")
 
 
+def _masked(x, inside):
+  """x zeroed outside the canvas cells inside [B, H, W, 1] (None: x)."""
+  return x if inside is None else jnp.where(inside, x, jnp.zeros((), x.dtype))
+
+
+def _extent(inside):
+  """[B, 2] int32 canvas rows and columns of a map from its cells."""
+  return jnp.stack([jnp.sum(inside[:, :, 0, 0], axis=1),
+                    jnp.sum(inside[:, 0, :, 0], axis=1)], axis=-1)
+
+
 class ChannelGate(nn.Module):
-  """Squeeze-excitation weights without biases: [B, H, W, C] -> [B, 1, 1,
-  C] in (0, 1)."""
+  """Squeeze-excitation weights without biases: y [B, H, W, C] (its mean
+  over the canvas cells inside [B, H, W, 1], or all cells if None) ->
+  [B, 1, 1, C] in (0, 1)."""
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, y):
+  def __call__(self, y, inside=None):
     c = y.shape[-1]
-    s = jnp.mean(y, axis=(1, 2))
+    if inside is None:
+      s = jnp.mean(y, axis=(1, 2))
+    else:
+      s = jnp.sum(_masked(y, inside), axis=(1, 2)) / jnp.sum(
+          inside, axis=(1, 2)).astype(y.dtype)
     s = nn.relu(nn.Dense(c // 4, use_bias=False, kernel_init=xavier_uniform,
                          dtype=self.dtype, name="linear1")(s))
     s = nn.sigmoid(nn.Dense(c, use_bias=False, kernel_init=xavier_uniform,
@@ -55,53 +79,60 @@ class ChannelGate(nn.Module):
 
 
 class ResidualChannelAttention(nn.Module):
-  """RCA: z = y * gate(y); ReLU(z + GN(conv3x3(z))). Shape-preserving."""
+  """RCA: z = y * gate(y); ReLU(z + GN(conv3x3(z))). Shape-preserving;
+  inside as ChannelGate's."""
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, y):
-    z = y * ChannelGate(dtype=self.dtype, name="gate")(y)
-    r = ConvModule(y.shape[-1], 3, activation=False, use_bias=False,
-                   num_groups=32, kernel_init=xavier_uniform,
-                   dtype=self.dtype, name="conv2")(z)
+  def __call__(self, y, inside=None):
+    z = y * ChannelGate(dtype=self.dtype, name="gate")(y, inside)
+    r = ConvGN(y.shape[-1], activation=False, kernel_init=xavier_uniform,
+               dtype=self.dtype, name="conv2")(z, inside)
     return nn.relu(z + r)
 
 
 class MSFEModule(nn.Module, kw_only=True):
-  """One level's module: x [B, H, W, C] -> [B, H, W, C]."""
+  """One level's module: x [B, H, W, C], zero outside the canvas cells
+  inside [B, H, W, 1] (None: every cell) -> [B, H, W, C]."""
   num_branches: int = 4
   attention: str = "rca"
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, inside=None):
     c, hw = x.shape[-1], x.shape[1:3]
 
     def branch(k, inp):
       # Sub-branch k (1-based) has b - k stride-2 convs.
+      ins = inside
       for j in range(self.num_branches - k):
-        inp = ConvModule(c, 3, stride=2, num_groups=32,
-                         kernel_init=xavier_uniform, dtype=self.dtype,
-                         name=f"branch{k}_{j}")(inp)
-      return resize_bilinear_align_corners(inp, hw)
+        inp = ConvGN(c, stride=2, use_bias=True, kernel_init=xavier_uniform,
+                     dtype=self.dtype, name=f"branch{k}_{j}")(inp, ins)
+        ins = None if ins is None else ins[:, ::2, ::2]
+      if inside is None:
+        return resize_bilinear_align_corners(inp, hw)
+      return resize_bilinear_align_corners(inp, hw, _extent(ins),
+                                           _extent(inside))
 
     outs = [x]
     for k in range(1, self.num_branches):
       outs.append(branch(k, x if k == 1 else
                          jnp.concatenate([outs[-1], x], axis=-1)))
-    y = Conv(c, (1, 1), kernel_init=xavier_uniform, dtype=self.dtype,
-             name="reduce")(jnp.concatenate(outs, axis=-1))
+    y = _masked(Conv(c, (1, 1), kernel_init=xavier_uniform,
+                     dtype=self.dtype,
+                     name="reduce")(jnp.concatenate(outs, axis=-1)), inside)
     if self.attention == "none":
       return y
     if self.attention == "ca":
-      return nn.relu(y * ChannelGate(dtype=self.dtype, name="gate")(y))
+      return nn.relu(y * ChannelGate(dtype=self.dtype, name="gate")(y,
+                                                                    inside))
     if self.attention == "sca":
       pooled = jnp.stack([jnp.mean(y, -1), jnp.max(y, -1)], axis=-1)
       spatial = Conv(1, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
                      kernel_init=xavier_uniform, dtype=self.dtype,
                      name="refine_conv")(pooled)
       y = y * nn.sigmoid(spatial)
-    return ResidualChannelAttention(dtype=self.dtype, name="rca")(y)
+    return ResidualChannelAttention(dtype=self.dtype, name="rca")(y, inside)
 
 
 class MSFEM(FPN, kw_only=True):
@@ -123,7 +154,8 @@ class MSFEM(FPN, kw_only=True):
       raise ConfigError(f"model.neck.channels: a multiple of 32 (GroupNorm "
                         f"32), got {cfg.channels}")
 
-  def output_conv(self, i, x):
+  def output_conv(self, i, x, canvas):
+    inside = None if canvas is None else canvas.inside(x.shape[1:3])
     return MSFEModule(num_branches=self.num_branches,
                       attention=self.attention, dtype=self.dtype,
-                      name=f"fpn_convs_{i}")(x)
+                      name=f"fpn_convs_{i}")(x, inside)
