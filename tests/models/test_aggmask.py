@@ -125,23 +125,43 @@ def test_context_equals_the_authors_branch_in_torch():
 
 
 def test_generator_grad_scale_scales_its_gradient_only():
-  """The forward is unchanged; the generator's gradient scales by the
-  factor; the mask branch's does not."""
+  """The generated weights are unchanged; the gradient they send into the
+  generator's parameters and into the category tower's features scales by
+  the factor (test_mask_loss_reaches_the_generator_and_the_context shows
+  the mask loss reaches them)."""
+  config = _config()
+  head = config.model.mask_head
+  grid = head.num_grids[0]
+  rng = np.random.default_rng(0)
+  cls_feat = jnp.asarray(rng.normal(0, 1, (2, grid, grid, head.feat_channels)),
+                         jnp.float32)
+  cells = jnp.asarray(rng.integers(0, grid * grid, (2, 5)), jnp.int32)
+  cotangent = jnp.asarray(rng.normal(0, 1, (2, 5, 1)), jnp.float32)
   out = []
   for scale in (1.0, 0.01):
-    losses_of, params, _ = helpers.losses_fn(
-        _config(generator_grad_scale=scale))
-    loss, grads = jax.jit(jax.value_and_grad(
-        lambda p: losses_of(p)["loss_mask"]))(params)
-    out.append((float(loss), helpers.flat(grads)))
-  (l1, g1), (l2, g2) = out
-  np.testing.assert_allclose(l2, l1, rtol=1e-6)
+    model = build_model(_config(generator_grad_scale=scale))
+    params = abstract_variables(model, config)["params"]
+    params = jax.tree.map(lambda v: jnp.asarray(
+        np.random.default_rng(1).normal(0, 0.1, v.shape), v.dtype), params)
+
+    def probe(p, x, model=model):
+      w = model.apply({"params": p}, {"cls_feats": [x]}, 0, cells,
+                      method=lambda m, *a: m.mask_head.generated_weights(*a))
+      return jnp.sum(w * cotangent), w
+
+    (_, w), (gp, gx) = jax.jit(jax.value_and_grad(
+        probe, argnums=(0, 1), has_aux=True))(params, cls_feat)
+    out.append((np.asarray(w), helpers.flat(gp), np.asarray(gx)))
+  (w1, gp1, gx1), (w2, gp2, gx2) = out
+  np.testing.assert_allclose(w2, w1, rtol=1e-6, atol=1e-7)
+  assert np.abs(gx1).max() > 0
+  scaled = lambda got, g: np.testing.assert_allclose(
+      got, 0.01 * g, rtol=1e-3, atol=1e-5 * np.abs(0.01 * g).max())
+  scaled(gx2, gx1)
   for name in ("kernel", "bias"):
     key = f"mask_head/learned_weights/{name}"
-    np.testing.assert_allclose(g2[key], 0.01 * g1[key], rtol=1e-3,
-                               atol=1e-9)
-  key = "mask_head/conv_mask_list_0/kernel"
-  np.testing.assert_allclose(g2[key], g1[key], rtol=1e-4, atol=1e-9)
+    assert np.abs(gp1[key]).max() > 0
+    scaled(gp2[key], gp1[key])
 
 
 def test_mask_interpolation_trains_and_predicts():
