@@ -19,7 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from scnet_jax.errors import ConfigError
 
 # The data-parallel axis: the mesh's, pmap's and the loss normalisers'.
-AXIS = "batch"
+AXIS = "data"
 
 
 def initialize_distributed():
