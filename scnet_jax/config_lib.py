@@ -60,7 +60,10 @@ def _model(detector, neck):
   m = ml_collections.ConfigDict()
   m.type = detector
   m.num_classes = 80  # the one place the class count is set
+  # Activations and layer compute; the stored parameters (and optimiser
+  # state). float32 or bfloat16 each (ops/precision.py).
   m.dtype = "float32"
+  m.param_dtype = "float32"
   m.pixel_mean = PIXEL_MEAN
   m.pixel_std = PIXEL_STD
   m.backbone = _part("resnet")

@@ -33,7 +33,9 @@ matmuls, forward and backward.
 The boxes get no gradient unless `roi_grad=True`: then the bilinear weights
 stay differentiable in the box coordinates (exact wherever bilinear
 sampling is; the sample counts and the FPN level are piecewise constant
-and not differentiated). Float64 inputs are computed in float64.
+and not differentiated). Float64 inputs are computed in float64,
+bfloat16 ones in float32 (ops/precision.py), the output in the inputs'
+dtype.
 """
 
 import functools
@@ -43,6 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from scnet_jax.ops._checks import check_positive_size, check_rank
+from scnet_jax.ops.precision import float32_island
 
 # Largest gathered tap array (elements) built at once; 2^26 floats = 256 MiB.
 MAX_GATHER_ELEMENTS = 1 << 26
@@ -419,7 +422,8 @@ def _roi_align_dense(features, rois, extent, spatial_scale, output_size,
   and Ax [K, ow, W] the averaged bilinear weights in closed form (any
   number of samples). Two matmuls forward and backward, cheaper than
   gather + scatter-add on small maps. extent: [2] int32 height and width of
-  the border rule (<= the map's)."""
+  the border rule (<= the map's). Computed in the compute dtype (float32
+  for bfloat16 features, ops/precision.py); the caller casts back."""
   h, w, _ = features.shape
   k = rois.shape[0]
   oh, ow = output_size
@@ -431,12 +435,13 @@ def _roi_align_dense(features, rois, extent, spatial_scale, output_size,
     first, spacing = _first_samples(start, length, out_len, grid)
     p = jnp.arange(size, dtype=jnp.int32)
     return _hat_weights(p, first[..., None], spacing[:, None, None],
-                        grid[:, None, None], n).astype(features.dtype)
+                        grid[:, None, None], n)
   ay = axis(y1, rh, oh, extent[0], h)
   ax = axis(x1, rw, ow, extent[1], w)
   # Rows first on [H, C, W]: both products then need no copy of the
   # K-times larger intermediate [K, oh, C, W], only of the output.
-  rows = jnp.einsum("kih,hcw->kicw", ay, jnp.swapaxes(features, 1, 2))
+  rows = jnp.einsum("kih,hcw->kicw", ay,
+                    jnp.swapaxes(features, 1, 2).astype(dt))
   return jnp.einsum("kicw,kjw->kijc", rows, ax)
 
 
@@ -561,7 +566,8 @@ def _level_tile(output_size, strides, finest_scale):
 
 def _align(name, features, rois, level_of, scales, output_size,
            sampling_ratio, aligned, method, roi_grad, canvas_hw, tile):
-  """Shared body of `roi_align` and `multilevel_roi_align`.
+  """Shared body of `roi_align` and `multilevel_roi_align`: a float32
+  island (ops/precision.py) returning the features' dtype.
 
   Args:
     features: L arrays [H_l, W_l, C], or [B, H_l, W_l, C] with rois
@@ -600,11 +606,12 @@ def _align(name, features, rois, level_of, scales, output_size,
   args = (features, rois, lvl, extents)
   method = _pick_method(method, [f.shape[1:3] for f in features],
                         output_size, sampling_ratio, tile)
-  if method == "auto":
-    # Decided where the program is lowered, by its platform.
-    out = jax.lax.platform_dependent(*args, cpu=gather, default=dense)
-  else:
-    out = (dense if method == "dense" else gather)(*args)
+  with float32_island("roi_align"):
+    if method == "auto":
+      # Decided where the program is lowered, by its platform.
+      out = jax.lax.platform_dependent(*args, cpu=gather, default=dense)
+    else:
+      out = (dense if method == "dense" else gather)(*args)
   return out if batched else out[0]
 
 

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scnet_jax.models import dummy_batch
+from scnet_jax.models.detectors.base import DTYPES
 from scnet_jax.models.structures import stream
 
 
@@ -29,9 +30,17 @@ def seed_key(seed, name):
 
 
 def _init_fn(model, seed):
+  """batch -> the model's variables, its parameters created in float32
+  and cast to model.param_dtype (ops/precision.py)."""
   rngs = {"params": seed_key(seed, "params"),
           "sample": seed_key(seed, "sample")}
-  return lambda batch: model.init(rngs, batch)
+  dtype = DTYPES[model.cfg.param_dtype]
+
+  def init(batch):
+    variables = model.init(rngs, batch)
+    return {**variables, "params": jax.tree.map(
+        lambda x: x.astype(dtype), variables["params"])}
+  return init
 
 
 def init_variables(model, config, seed):

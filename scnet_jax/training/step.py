@@ -36,7 +36,7 @@ def make_train_step(model, tx, axis_name=AXIS):
         jax.lax.pcast(state.params, axis_name, to="varying"))
     grads = jax.lax.pmean(grads, axis_name)
     metrics = jax.lax.pmean(dict(losses, loss=loss), axis_name)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     # One reduction over the scalars: the gradient norm covers every
     # gradient. The loop stops at the first non-finite step and never saves
     # a state after it, so the update is not guarded here.

@@ -41,16 +41,19 @@ def test_train_step_and_inference(family):
   assert np.all((m >= 0) & (m <= 1))
 
 
-def test_bfloat16_compute_keeps_float32_losses():
-  config = tiny_config("scnet", **{"model.dtype": "bfloat16"})
+def test_bfloat16_compute_and_parameters_keep_float32_losses():
+  config = tiny_config("scnet", **{"model.dtype": "bfloat16",
+                                   "model.param_dtype": "bfloat16"})
   model = build_model(config)
   params, stats = init_variables(model, config, 0)
+  assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("bfloat16")}
   (b,) = train_batches(config, 1)
   (_, losses), grads = jax.jit(jax.value_and_grad(
       total_loss_fn(model, stats), has_aux=True))(params, b,
                                                   jax.random.PRNGKey(0))
   assert all(v.dtype == jnp.float32 and np.isfinite(float(v))
              for v in losses.values())
+  assert {x.dtype for x in jax.tree.leaves(grads)} == {jnp.dtype("bfloat16")}
   assert np.isfinite(max_abs(grads))
 
 

@@ -20,10 +20,15 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def check_dtype(cfg):
-  """Refuses an unknown model.dtype (ConfigError)."""
-  if cfg.dtype not in DTYPES:
-    raise ConfigError(f"model.dtype: one of {sorted(DTYPES)}, got "
-                      f"{cfg.dtype!r}")
+  """Refuses an unknown model.dtype or model.param_dtype (ConfigError)."""
+  if "param_dtype" not in cfg:
+    raise ConfigError('model.param_dtype: missing (a config.json written '
+                      'before the field existed: add "param_dtype": '
+                      '"float32" to its model section)')
+  for field in ("dtype", "param_dtype"):
+    if cfg[field] not in DTYPES:
+      raise ConfigError(f"model.{field}: one of {sorted(DTYPES)}, got "
+                        f"{cfg[field]!r}")
 
 
 class Detector(nn.Module, kw_only=True):
