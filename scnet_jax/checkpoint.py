@@ -205,6 +205,16 @@ class Checkpointer:
         f"{self.directory}: none of the checkpoints {sorted(steps)} can be "
         f"restored (see the warnings above)")
 
+  def host_restore(self, step):
+    """Restore args reading every array of `step`'s state onto the host
+    (NumPy), whatever devices wrote it: a checkpoint saved from device
+    arrays records their shardings, which another device layout (another
+    process count) cannot take."""
+    tree = ocp.PyTreeCheckpointer().metadata(
+        os.path.join(self.directory, str(step), "state")).item_metadata.tree
+    return ocp.args.PyTreeRestore(restore_args=jax.tree.map(
+        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree))
+
   def restore(self, abstract_state, expected_meta, log=print):
     """Returns (state, data_state, step) of the newest checkpoint that
     restores (damaged ones are set aside); CheckpointError if the
@@ -253,7 +263,7 @@ def restore_params(checkpoint_dir, config, abstract_params, log=print):
   def restore_step(step):
     ckpt.check_fits(step, expected, abstract_params["params"])
     return ckpt.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore()))["state"]
+        state=ckpt.host_restore(step)))["state"]
 
   try:
     state, step = ckpt.restore_newest(restore_step, log)
@@ -270,7 +280,7 @@ def restore_any_params(checkpoint_dir, log=print):
 
   def restore_step(step):
     return ckpt.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore()))["state"]["params"]
+        state=ckpt.host_restore(step)))["state"]["params"]
 
   try:
     return ckpt.restore_newest(restore_step, log)

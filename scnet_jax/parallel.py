@@ -93,6 +93,9 @@ class DataParallel:
                         "devices of all processes")
     self.local_devices = local
     self._compiled = {}  # input signature -> executable
+    # Every device of the program: replicated_view's arrays live on it.
+    self.mesh = Mesh(np.asarray(devices), (AXIS,))
+    self.replicated = NamedSharding(self.mesh, P())
     self.local_mesh = Mesh(np.asarray(local), (AXIS,))
     self.local_sharded = NamedSharding(self.local_mesh, P(AXIS))
     donate_argnums = (0,) if donate else ()
@@ -102,7 +105,6 @@ class DataParallel:
       self.fn = jax.pmap(fn, axis_name=AXIS, donate_argnums=donate_argnums,
                          devices=None if self.spans_processes else devices)
     else:
-      self.mesh = Mesh(np.asarray(devices), (AXIS,))
       out_specs = P(AXIS) if out_sharded else (P(), P())
       # JAX's varying-axes check stays on: an output declared replicated
       # (P()) must be computed as such, e.g. through the step's pmean.
@@ -110,18 +112,50 @@ class DataParallel:
                                       in_specs=(P(), P(AXIS)),
                                       out_specs=out_specs),
                         donate_argnums=donate_argnums)
-      self.replicated = NamedSharding(self.mesh, P())
       self.sharded = NamedSharding(self.mesh, P(AXIS))
 
   def put_replicated(self, tree):
-    """Host tree (equal on every process) -> one copy per device."""
+    """Host tree (equal on every process), or replicated device arrays
+    holding a copy on each of this program's local devices (e.g. another
+    program's `replicated_view`) -> one copy per device. Such device
+    arrays are reused where they lie, not copied through the host; any
+    other array goes through the host."""
+    return jax.tree.map(self._put_replicated, tree)
+
+  def _put_replicated(self, x):
+    copies = ({s.device: s.data for s in x.addressable_shards
+               if s.data.shape == x.shape}
+              if isinstance(x, jax.Array) else {})
+    if all(d in copies for d in self.local_devices):
+      if self.mode == "pmap":
+        return jax.make_array_from_single_device_arrays(
+            (len(self.local_devices), *x.shape), self.local_sharded,
+            [copies[d][None] for d in self.local_devices])
+      return jax.make_array_from_single_device_arrays(
+          x.shape, self.replicated, [copies[d] for d in self.local_devices])
     if self.mode == "pmap":  # one copy per local device, stacked
       n = len(self.local_devices)
-      return jax.device_put(jax.tree.map(
-          lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))), tree),
-          self.local_sharded)
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
-        self.replicated, np.asarray(x), np.shape(x)), tree)
+      return jax.device_put(np.broadcast_to(np.asarray(x), (n, *np.shape(x))),
+                            self.local_sharded)
+    return jax.make_array_from_process_local_data(
+        self.replicated, np.asarray(x), np.shape(x))
+
+  def replicated_view(self, tree):
+    """A replicated output of this program (the train state) as arrays
+    replicated over the program's devices, made of each device's own
+    copy, without a host copy: what a checkpoint is written from (Orbax
+    copies to the host as it saves) and what an evaluation program takes
+    (put_replicated). shard_map's outputs already are such arrays;
+    pmap's stacked ones are unstacked on their devices."""
+    if self.mode == "shard_map":
+      return tree
+
+    def view(x):
+      copies = {s.device: s.data[0] for s in x.addressable_shards}
+      return jax.make_array_from_single_device_arrays(
+          x.shape[1:], self.replicated,
+          [copies[d] for d in self.local_devices])
+    return jax.tree.map(view, tree)
 
   def put_batch(self, batch):
     """Host-local numpy batch [local_batch, ...] -> device input (copied

@@ -67,10 +67,13 @@ class Evaluator:
     without running it; the evaluations then start at once. train.py
     calls this in a thread while the training step compiles.
 
-    variables: {'params', 'batch_stats'} host trees; only their shapes
-    and dtypes matter.
+    variables: {'params', 'batch_stats'}: arrays or ShapeDtypeStructs,
+    only their shapes and dtypes are read (zeros stand in for them, so
+    that this can run in a thread beside a train step that donates the
+    state's buffers).
     """
-    dvars = self.dp.put_replicated(variables)
+    dvars = self.dp.put_replicated(jax.tree.map(
+        lambda x: np.zeros(x.shape, x.dtype), variables))
     bucket_of, buckets = record_buckets(self.source, self.config.data)
     for b in np.unique(bucket_of):
       batch = dummy_batch(self.config, self.local_batch, tuple(buckets[b]),
@@ -80,7 +83,9 @@ class Evaluator:
   def __call__(self, variables, output_dir, desc="eval"):
     """Writes output_dir/results.json (COCO results) and
     output_dir/metrics.json ({'bbox_AP': ..., 'segm_AP': ..., timings});
-    returns the metrics dict."""
+    returns the metrics dict. variables: {'params', 'batch_stats'}, host
+    trees or replicated device arrays (DataParallel.replicated_view of
+    the training state, read in place)."""
     log, source, dp = self.log, self.source, self.dp
     batches, num_batches = eval_iterator(
         source, self.config, self.local_batch, jax.process_index(),

@@ -240,12 +240,14 @@ def _periodic(config, workdir, ckpt, run, dp, dstate, metrics, step, stop):
   if metrics.due(step) or save or evaluate:
     metrics.flush(step)
   if save or evaluate:
-    host_state = dp.get_replicated(dstate)
+    # The state as it lies on the devices: Orbax copies it to the host as
+    # it saves, the evaluation program reads it in place.
+    state = dp.replicated_view(dstate)
   if save:
-    ckpt.save(step, host_state, {"step": step}, run.meta,
+    ckpt.save(step, state, {"step": step}, run.meta,
               wait=stop or step == total)
   if evaluate:
-    run.evaluations(step, host_state,
+    run.evaluations(step, state,
                     os.path.join(workdir, "eval", "during_training"))
     metrics.restart_clock()
 
@@ -256,7 +258,7 @@ def _evaluate_at_end(config, workdir, run, dp, dstate, step, log):
   if not (config.eval_at_end and run.evaluations.ann_file):
     return None
   out_dir = os.path.join(workdir, "eval")
-  metrics = run.evaluations(step, dp.get_replicated(dstate), out_dir)
+  metrics = run.evaluations(step, dp.replicated_view(dstate), out_dir)
   if config.visualize_at_end and jax.process_index() == 0:
     from scnet_jax.evaluation.pictures import write_prediction_pictures
     paths = write_prediction_pictures(

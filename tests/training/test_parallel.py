@@ -57,3 +57,32 @@ def test_eight_devices_equal_one(setup, single, mode):
   assert max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
              for x, y in zip(before, after)) > 1e-6
   _assert_same(multi, single)
+
+
+@pytest.mark.parametrize("mode", ["pmap", "shard_map"])
+def test_the_state_is_read_where_it_lies(mode):
+  """replicated_view gives the train state as replicated device arrays
+  (what checkpoints are written from); an evaluation program on the
+  local devices takes them without a host copy (under shard_map, the
+  very buffers); the train step may then donate the state again."""
+  import jax.numpy as jnp
+  step = DataParallel(mode, lambda r, b: (
+      jax.tree.map(lambda x: x + 1, r), jax.lax.pmean(jnp.sum(b), AXIS)))
+  state, _ = step(step.put_replicated({"w": np.arange(6.0).reshape(2, 3)}),
+                  step.put_batch(np.ones((8, 1), np.float32)))
+  view = step.replicated_view(state)["w"]
+  assert view.shape == (2, 3) and view.sharding.is_fully_replicated
+  np.testing.assert_array_equal(np.asarray(view),
+                                np.arange(6.0).reshape(2, 3) + 1)
+  evaluate = DataParallel(mode, lambda r, b: (r, jnp.sum(b)), donate=False,
+                          devices=jax.local_devices())
+  local = evaluate.put_replicated({"w": view})["w"]
+  np.testing.assert_array_equal(evaluate.get_replicated(local),
+                                np.asarray(view))
+  if mode == "shard_map":
+    ptrs = lambda x: sorted(s.data.unsafe_buffer_pointer()
+                            for s in x.addressable_shards)
+    assert ptrs(local) == ptrs(state["w"])
+  state, _ = step(state, step.put_batch(np.ones((8, 1), np.float32)))
+  np.testing.assert_array_equal(step.get_replicated(state)["w"],
+                                np.arange(6.0).reshape(2, 3) + 2)
