@@ -14,4 +14,4 @@ from scnet_jax.ops.resize import (resize_bilinear_align_corners,
                                   resize_bilinear_half_pixel)
 from scnet_jax.ops.roi_align import (map_roi_levels, multilevel_roi_align,
                                      roi_align)
-from scnet_jax.ops.sample import random_sample
+from scnet_jax.ops.sample import SAMPLERS, sample_boxes

@@ -58,7 +58,7 @@ def test_sampler_fills_positives_first_and_respects_fraction():
   rng = np.random.default_rng(1)
   label = rng.choice([-1, 0, 1], size=1000, p=[0.2, 0.7, 0.1]).astype(
       np.int32)
-  fn = jax.jit(lambda k, l: ops.random_sample(k, l, 256, 0.25))
+  fn = jax.jit(lambda k, l: ops.sample_boxes(k, l, 256, 0.25))
   idx, valid, is_pos, num_pos = fn(jax.random.PRNGKey(0), label)
   idx, valid, is_pos = map(np.asarray, (idx, valid, is_pos))
   n_pos = int(num_pos)
@@ -75,11 +75,36 @@ def test_sampler_fills_positives_first_and_respects_fraction():
 def test_sampler_is_uniform():
   label = np.ones(20, np.int32)
   counts = np.zeros(20)
-  fn = jax.jit(lambda k: ops.random_sample(k, label, 8, 0.25)[0][:2])
+  fn = jax.jit(lambda k: ops.sample_boxes(k, label, 8, 0.25)[0][:2])
   for i in range(400):
     counts[np.asarray(fn(jax.random.PRNGKey(i)))] += 1
   # 800 draws over 20 boxes: 40 each; a biased sampler would skew this.
   assert counts.min() > 20 and counts.max() < 62
+
+
+def test_first_sampler_equals_mmdet_with_first_choice(monkeypatch):
+  """sampler="first" against mmdetection's RandomSampler whose
+  random_choice takes the first `num` of its gallery: the same positives
+  and negatives in the same order, with few and with many candidates."""
+  tm, InstanceData = _mmdet()
+  monkeypatch.setattr(tm.RandomSampler, "random_choice",
+                      lambda self, gallery, num: gallery[:num])
+  fn = jax.jit(lambda l: ops.sample_boxes(None, l, 64, 0.25, "first"))
+  rng = np.random.default_rng(2)
+  for n, p in ((40, (0.2, 0.5, 0.3)), (1000, (0.2, 0.7, 0.1))):
+    label = rng.choice([-1, 0, 1], size=n, p=p).astype(np.int32)
+    gt_inds = torch.from_numpy(np.where(label == 1, 1, label))
+    result = tm.AssignResult(1, gt_inds, torch.ones(n),
+                             torch.zeros(n, dtype=torch.long))
+    sampler = tm.RandomSampler(num=64, pos_fraction=0.25,
+                               add_gt_as_proposals=False)
+    boxes = torch.from_numpy(_boxes(rng, n))
+    res = sampler.sample(result, InstanceData(priors=boxes), InstanceData(
+        bboxes=boxes[:1], labels=torch.zeros(1, dtype=torch.long)))
+    idx, valid, is_pos, num_pos = map(np.asarray, fn(label))
+    assert int(num_pos) == len(res.pos_inds)
+    np.testing.assert_array_equal(idx[is_pos], res.pos_inds.numpy())
+    np.testing.assert_array_equal(idx[valid & ~is_pos], res.neg_inds.numpy())
 
 
 # --------------------------------------------- mmdetection's MaxIoUAssigner

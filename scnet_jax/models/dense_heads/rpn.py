@@ -12,7 +12,8 @@ from scnet_jax.models.losses import normalizer, sigmoid_bce, smooth_l1
 
 def rpn_loss(keys, logits, deltas, anchors, inside, gt_boxes, gt_valid, *,
              pos_iou_thr, neg_iou_thr, min_pos_iou, num_samples,
-             pos_fraction, loss_bbox_beta, axis_name=None):
+             pos_fraction, loss_bbox_beta, sampler="random",
+             axis_name=None):
   """Sampled-anchor RPN losses (mmdet RPNHead with MaxIoUAssigner and
   RandomSampler).
 
@@ -26,6 +27,7 @@ def rpn_loss(keys, logits, deltas, anchors, inside, gt_boxes, gt_valid, *,
     pos_iou_thr, neg_iou_thr, min_pos_iou: MaxIoUAssigner's thresholds.
     num_samples, pos_fraction: RandomSampler's anchors per image and
       positive share.
+    sampler: ops.SAMPLERS rule ("random" is mmdet's).
     loss_bbox_beta: SmoothL1 beta (0 = L1).
     axis_name: the data-parallel axis of the loss normaliser, or None.
   Returns:
@@ -36,8 +38,8 @@ def rpn_loss(keys, logits, deltas, anchors, inside, gt_boxes, gt_valid, *,
   def per_image(k, ins, gtb, gtv):
     label, gt_index, _ = ops.max_iou_assign(
         anchors, gtb, gtv, pos_iou_thr, neg_iou_thr, min_pos_iou, True, ins)
-    idx, valid, is_pos, _ = ops.random_sample(k, label, num_samples,
-                                              pos_fraction)
+    idx, valid, is_pos, _ = ops.sample_boxes(k, label, num_samples,
+                                             pos_fraction, sampler)
     return idx, valid, is_pos, gtb[gt_index[idx]]
 
   idx, valid, is_pos, target_boxes = jax.vmap(per_image)(

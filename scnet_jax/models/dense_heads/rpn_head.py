@@ -22,6 +22,8 @@ class RPNHead(nn.Module, kw_only=True):
   e.g. 4..64), delta_clamp (ops.decode_deltas), dtype, axis_name (the
   data-parallel axis of the loss normalisers). The rest is `model.rpn`.
   """
+  CHOICES = {"sampler": ops.SAMPLERS}
+
   channels: int
   strides: Sequence[int]
   anchor_scales: Sequence[float] = (8,)
@@ -33,6 +35,7 @@ class RPNHead(nn.Module, kw_only=True):
   min_pos_iou: float = 0.3
   num_samples: int = 256
   pos_fraction: float = 0.5
+  sampler: str = "random"           # ops.SAMPLERS; "first" for parity tests
   loss_bbox_beta: float = 1.0 / 9.0  # SmoothL1 beta; 0 = L1 (Mask R-CNN)
   train_pre_nms: int = 2000         # per level
   train_post_nms: int = 2000        # per image
@@ -121,6 +124,7 @@ class RPNHead(nn.Module, kw_only=True):
         gt.boxes, gt.valid, pos_iou_thr=self.pos_iou_thr,
         neg_iou_thr=self.neg_iou_thr, min_pos_iou=self.min_pos_iou,
         num_samples=self.num_samples, pos_fraction=self.pos_fraction,
-        loss_bbox_beta=self.loss_bbox_beta, axis_name=self.axis_name)
+        loss_bbox_beta=self.loss_bbox_beta, sampler=self.sampler,
+        axis_name=self.axis_name)
     return losses, self.proposals(feats, canvas, outputs, train=True,
                                   anchors=anchors)

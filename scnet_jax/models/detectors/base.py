@@ -55,9 +55,14 @@ class Detector(nn.Module, kw_only=True):
   def check_config(cls, cfg):
     """Runs each part's own `check_config(section)` classmethod, where it
     has one, on the resolved model section (models.resolve_model): a
-    ConfigError in one line naming the field."""
+    ConfigError in one line naming the field. A part's CHOICES class
+    attribute ({field: allowed values}) is checked first."""
     for section, reg in cls.PARTS:
       part = registry.part_class(reg, section, cfg[section])
+      for field, allowed in getattr(part, "CHOICES", {}).items():
+        if cfg[section][field] not in allowed:
+          raise ConfigError(f"model.{section}.{field}: one of "
+                            f"{list(allowed)}, got {cfg[section][field]!r}")
       if hasattr(part, "check_config"):
         part.check_config(cfg[section])
 

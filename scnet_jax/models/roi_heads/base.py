@@ -41,6 +41,7 @@ class RoIHeadsBase(nn.Module, kw_only=True):
   # predict_boxes, predict_masks and detect give over the views; a class
   # whose predict is those steps declares TTA = True (StandardRoIHeads).
   TTA = False
+  CHOICES = {"sampler": ops.SAMPLERS}
 
   num_classes: int
   channels: int
@@ -56,6 +57,7 @@ class RoIHeadsBase(nn.Module, kw_only=True):
   num_samples: int = 512
   pos_fraction: float = 0.25
   add_gt_as_proposals: bool = True
+  sampler: str = "random"       # ops.SAMPLERS; "first" for parity tests
   # Box head (Shared2FCBBoxHead).
   num_shared_fcs: int = 2
   fc_dim: int = 1024
@@ -92,7 +94,7 @@ class RoIHeadsBase(nn.Module, kw_only=True):
         match_low_quality=self.match_low_quality,
         num_samples=self.num_samples, pos_fraction=self.pos_fraction,
         add_gt_as_proposals=self.add_gt_as_proposals,
-        num_classes=self.num_classes)
+        num_classes=self.num_classes, sampler=self.sampler)
 
   def mask_loss(self, logits, pos, gt, image_hw):
     """BCE on the ground-truth class channel of the positive RoIs.

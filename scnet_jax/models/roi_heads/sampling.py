@@ -42,7 +42,8 @@ def assign_candidates(candidates, candidate_valid, gt_boxes, gt_valid, *,
 def label_and_sample_proposals(keys, candidates, candidate_valid, gt_boxes,
                                gt_labels, gt_valid, *, iou_thr,
                                match_low_quality, num_samples, pos_fraction,
-                               add_gt_as_proposals, num_classes):
+                               add_gt_as_proposals, num_classes,
+                               sampler="random"):
   """Assigns candidates to ground truth and samples S = num_samples RoIs.
 
   Args:
@@ -52,6 +53,7 @@ def label_and_sample_proposals(keys, candidates, candidate_valid, gt_boxes,
     iou_thr: pos = neg = min_pos IoU threshold of the stage.
     add_gt_as_proposals: prepend the ground truth to the candidates (after
       assignment, as mmdet's sampler does).
+    sampler: ops.SAMPLERS rule ("random" is mmdet's RandomSampler).
   Returns:
     Samples with S = num_samples rows per image, positives first.
   """
@@ -62,8 +64,8 @@ def label_and_sample_proposals(keys, candidates, candidate_valid, gt_boxes,
         cand, cv, gtb, gtv, iou_thr=iou_thr,
         match_low_quality=match_low_quality,
         add_gt_as_proposals=add_gt_as_proposals)
-    idx, valid, is_pos, _ = ops.random_sample(k, label, num_samples,
-                                              pos_fraction)
+    idx, valid, is_pos, _ = ops.sample_boxes(k, label, num_samples,
+                                             pos_fraction, sampler)
     gi = gt_index[idx]
     return Samples(
         rois=cand[idx], valid=valid, is_pos=is_pos & valid,
