@@ -139,7 +139,8 @@ class LoadExample:
   """Grain map function: plan item -> transformed example.
 
   bucket_of: every record's bucket (training: where a replacement for an
-  unreadable image is looked for).
+  unreadable image is looked for). with_semantic, with_masks: the model
+  reads gt_semantic, gt_masks (decoded only then).
   """
   source: object
   data_cfg: object
@@ -148,6 +149,7 @@ class LoadExample:
   with_semantic: bool
   train: bool
   bucket_of: object = None
+  with_masks: bool = False
 
   def _prepare(self, rec, bucket, flip, scale=0):
     record = self.source[rec]
@@ -158,7 +160,8 @@ class LoadExample:
                    else self.data_cfg.image_scale)
     return transforms.prepare_example(
         self.source, record, self.data_cfg, self.num_classes,
-        self.buckets[bucket], flip, self.with_semantic, image_scale)
+        self.buckets[bucket], flip, self.with_semantic, image_scale,
+        self.with_masks)
 
   def _readable(self, rec, bucket, flip, scale):
     try:
@@ -240,15 +243,16 @@ def train_iterator(source, config, num_steps, process_index=0,
   # Imported here: Grain's worker processes unpickle this module's
   # LoadExample and need no model code.
   from scnet_jax.models import batch_keys
-  from scnet_jax.models.structures import SEMANTIC_KEY
-  with_semantic = SEMANTIC_KEY in batch_keys(config, train=True)
+  from scnet_jax.models.structures import MASKS_KEY, SEMANTIC_KEY
+  keys = batch_keys(config, train=True)
+  with_semantic, with_masks = SEMANTIC_KEY in keys, MASKS_KEY in keys
   bucket_of, buckets = record_buckets(source, config.data)
   scales = transforms.check_train_scales(config.data)
   plan = TrainPlan(bucket_of, config.global_batch, config.seed,
                    config.data.flip_prob, num_steps, process_index,
                    process_count, num_scales=len(scales))
   load = LoadExample(source, config.data, buckets, config.model.num_classes,
-                     with_semantic, True, bucket_of)
+                     with_semantic, True, bucket_of, with_masks)
   workers = resolve_num_workers(config.data.num_workers, local_devices)
   it = _iterate(plan, load, plan.per_host, workers,
                 start=start_step * plan.per_host)

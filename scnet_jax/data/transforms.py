@@ -100,7 +100,7 @@ def check_train_scales(data_cfg):
 
 
 def prepare_example(source, rec, data_cfg, num_classes, bucket, flip,
-                    with_semantic, image_scale=None):
+                    with_semantic, image_scale=None, with_masks=False):
   """Loads and transforms one record into fixed-shape numpy arrays,
   resized into image_scale (default data.image_scale).
 
@@ -109,6 +109,8 @@ def prepare_example(source, rec, data_cfg, num_classes, bucket, flip,
     gt_boxes [G, 4] float32; gt_labels [G] int32; gt_valid [G] bool;
     gt_mask_crops [G, R, R] uint8; gt_mask_windows [G, 4] float32;
     gt_semantic [bh / 8, bw / 8] uint8 (if with_semantic);
+    gt_masks [G, bh, bw] uint8 (if with_masks): each mask resized as
+      mmdetection resizes it (nearest), zero beyond the image;
     scale [2] float32 (w, h resize factors); orig_hw [2] int32;
     image_id int64; dropped int32 (instances beyond G).
   """
@@ -142,6 +144,13 @@ def prepare_example(source, rec, data_cfg, num_classes, bucket, flip,
                                  num_classes)
     semantic = resize_labels(stuff, (nh, nw), data_cfg.resize)
 
+  full = None
+  if with_masks:
+    full = np.zeros((g, bh, bw), np.uint8)
+    for i in range(n):
+      full[i, :nh, :nw] = resize_labels(np.asarray(masks[i], np.uint8),
+                                        (nh, nw), data_cfg.resize)
+
   if flip:
     image = image[:, ::-1]
     boxes = np.stack([nw - boxes[:, 2], boxes[:, 1], nw - boxes[:, 0],
@@ -151,6 +160,8 @@ def prepare_example(source, rec, data_cfg, num_classes, bucket, flip,
                         nw - windows[:, 0], windows[:, 3]], axis=1)
     if semantic is not None:
       semantic = semantic[:, ::-1]
+    if full is not None:
+      full[:, :nh, :nw] = full[:, :nh, nw - 1::-1]
 
   out = dict(
       image=np.pad(image, ((0, bh - nh), (0, bw - nw), (0, 0))),
@@ -165,6 +176,8 @@ def prepare_example(source, rec, data_cfg, num_classes, bucket, flip,
       dropped=np.int32(len(labels) - n))
   out["gt_boxes"][:n] = boxes[:n]
   out["gt_labels"][:n] = labels[:n]
+  if full is not None:
+    out["gt_masks"] = full
   if semantic is not None:
     padded = np.pad(semantic, ((0, bh - nh), (0, bw - nw)),
                     constant_values=IGNORE)

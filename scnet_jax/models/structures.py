@@ -20,6 +20,7 @@ IMAGE_KEYS = ("image", "image_hw")
 INSTANCE_KEYS = ("gt_boxes", "gt_labels", "gt_valid", "gt_mask_crops",
                  "gt_mask_windows")
 SEMANTIC_KEY = "gt_semantic"
+MASKS_KEY = "gt_masks"
 
 
 def batch_spec(keys, batch_size, bucket, max_instances, mask_crop_size):
@@ -29,7 +30,8 @@ def batch_spec(keys, batch_size, bucket, max_instances, mask_crop_size):
   size; gt_boxes [B, G, 4] float32; gt_labels [B, G] int32 in
   [0, num_classes); gt_valid [B, G] bool; gt_mask_crops [B, G, R, R] uint8
   (ops.mask_targets); gt_mask_windows [B, G, 4] float32; gt_semantic
-  [B, H / 8, W / 8] uint8, 255 = ignore.
+  [B, H / 8, W / 8] uint8, 255 = ignore; gt_masks [B, G, H, W] uint8
+  full-resolution masks (ops.full_mask_targets).
   """
   b, (h, w), g, r = batch_size, bucket, max_instances, mask_crop_size
   spec = {"image": ((b, h, w, 3), np.uint8), "image_hw": ((b, 2), np.int32),
@@ -37,7 +39,8 @@ def batch_spec(keys, batch_size, bucket, max_instances, mask_crop_size):
           "gt_labels": ((b, g), np.int32), "gt_valid": ((b, g), np.bool_),
           "gt_mask_crops": ((b, g, r, r), np.uint8),
           "gt_mask_windows": ((b, g, 4), np.float32),
-          SEMANTIC_KEY: ((b, h // 8, w // 8), np.uint8)}
+          SEMANTIC_KEY: ((b, h // 8, w // 8), np.uint8),
+          MASKS_KEY: ((b, g, h, w), np.uint8)}
   unknown = set(keys) - set(spec)
   if unknown:
     raise KeyError(f"no batch spec for {sorted(unknown)}")
@@ -72,7 +75,8 @@ class GroundTruth:
   mask_crops [B, G, R, R] uint8 and mask_windows [B, G, 4] float32 (each
   instance's mask cropped to its box and resampled, see ops.mask_targets);
   semantic [B, H / 8, W / 8] uint8 (255 = ignore) or None when the model
-  does not read it.
+  does not read it; masks [B, G, H, W] uint8 full-resolution masks, or
+  None when the model does not read them.
   """
   boxes: jnp.ndarray
   labels: jnp.ndarray
@@ -80,6 +84,7 @@ class GroundTruth:
   mask_crops: jnp.ndarray
   mask_windows: jnp.ndarray
   semantic: Optional[jnp.ndarray] = None
+  masks: Optional[jnp.ndarray] = None
 
   @classmethod
   def from_batch(cls, batch):
@@ -87,7 +92,7 @@ class GroundTruth:
                labels=batch["gt_labels"], valid=batch["gt_valid"],
                mask_crops=batch["gt_mask_crops"],
                mask_windows=batch["gt_mask_windows"],
-               semantic=batch.get(SEMANTIC_KEY))
+               semantic=batch.get(SEMANTIC_KEY), masks=batch.get(MASKS_KEY))
 
 
 @flax.struct.dataclass

@@ -6,7 +6,8 @@ from scnet_jax.ops.boxes import (box_area, box_iou, clip_boxes, decode_deltas,
                                  encode_deltas)
 from scnet_jax.ops.grad_clip import clip_gradient
 from scnet_jax.ops.image import normalize_and_pad
-from scnet_jax.ops.mask_targets import crop_instance_mask, mask_targets
+from scnet_jax.ops.mask_targets import (crop_instance_mask,
+                                        full_mask_targets, mask_targets)
 from scnet_jax.ops.mask_voting import mask_voting
 from scnet_jax.ops.nms import batched_nms, nms
 from scnet_jax.ops.paste import paste_image_masks, paste_masks

@@ -1,14 +1,18 @@
-"""Mask targets from fixed-size ground-truth crops.
+"""Mask targets of positive RoIs, by two rules.
 
 mmdetection computes a positive RoI's 28x28 target as RoIAlign (aligned,
 adaptive sampling) of the full-resolution binary mask of its ground truth,
-thresholded at 0.5. Full-resolution masks of up to 100 instances per image
-do not fit a static-shape batch, so the host stores each instance as a
-`crop_size` x `crop_size` bitmap of its box (`crop_instance_mask`), and the
-device runs the same RoIAlign on that crop, with a one-cell zero border
-standing in for the empty mask outside the box (`mask_targets`). The
-agreement with the full-resolution rule is measured in
-tests/ops/test_masks_resize.py and reported in docs/parity.md.
+thresholded at 0.5, on the image's padded canvas: `full_mask_targets`
+computes exactly that from [G, H, W] masks at the bucket's size.
+
+Those masks cost G x H x W bytes per image on the host and the device
+(100 instances in an 800 x 1344 bucket: 108 MB), so by default the host
+stores each instance as a `crop_size` x `crop_size` bitmap of its box
+(`crop_instance_mask`), and the device runs the same RoIAlign on that
+crop, with a one-cell zero border standing in for the empty mask outside
+the box (`mask_targets`). The agreement with the full-resolution rule is
+measured in tests/ops/test_masks_resize.py and reported in
+docs/parity.md.
 """
 import jax.numpy as jnp
 import numpy as np
@@ -79,4 +83,33 @@ def mask_targets(crops, windows, rois, gt_index, output_size=28,
   out = _roi_align_flat(flat, crop_rois, jnp.ones((k,), jnp.float32), side,
                         side, gt_index * (r + 2) * (r + 2),
                         (output_size, output_size), sampling_ratio, True)
+  return (out[..., 0] >= 0.5).astype(jnp.float32)
+
+
+def full_mask_targets(masks, canvas_hw, rois, gt_index, output_size=28):
+  """Device side: mmdetection's mask targets, exactly.
+
+  Args:
+    masks: [G, H, W] uint8 full-resolution masks of one image's ground
+      truth, zero beyond the image.
+    canvas_hw: [2] int32 the image's canvas (its size padded to 32, the
+      mask tensor mmdetection pads its masks into): samples past its last
+      row or column read that row or column, as mmcv's RoIAlign clamps.
+    rois: [K, 4] RoIs in image pixels (clipped to the image by the caller).
+    gt_index: [K] int32 ground truth of each RoI.
+    output_size: target resolution (28).
+  Returns:
+    [K, output_size, output_size] float32 in {0, 1}: RoIAlign (aligned,
+    adaptive sampling) of each RoI's mask, >= 0.5.
+  """
+  g, h, w = masks.shape
+  k = rois.shape[0]
+  full = lambda v: jnp.full((k,), v, jnp.int32)
+  canvas = jnp.asarray(canvas_hw, jnp.int32)
+  # The uint8 masks are gathered as they are (a float copy of 100
+  # full-resolution masks would be 4x their size) and averaged in float32.
+  out = _roi_align_flat(masks.reshape(-1, 1), rois, jnp.ones((k,), jnp.float32),
+                        full(h), full(w), gt_index * (h * w),
+                        (output_size, output_size), 0, True,
+                        extent=(full(canvas[0]), full(canvas[1])))
   return (out[..., 0] >= 0.5).astype(jnp.float32)

@@ -395,7 +395,8 @@ def _roi_align_flat(flat, rois, scale, height, width, offset, output_size,
       the whole level.
     tile: static pixels per axis of an adaptive window tile.
   Returns:
-    [K, oh, ow, C] in flat's dtype.
+    [K, oh, ow, C] in flat's dtype; float32 for an integer buffer (binary
+    masks are read as they are stored).
   """
   extent = (height, width) if extent is None else extent
   rois, scale = jnp.asarray(rois), jnp.asarray(scale)
@@ -413,6 +414,8 @@ def _roi_align_flat(flat, rois, scale, height, width, offset, output_size,
       rois = jax.lax.stop_gradient(rois)
     out = _adaptive((tuple(output_size), aligned, roi_grad, tile), flat, rois,
                     scale.astype(_compute_dtype(flat.dtype)), meta)
+  if not jnp.issubdtype(flat.dtype, jnp.floating):
+    return out
   return out.astype(flat.dtype)
 
 

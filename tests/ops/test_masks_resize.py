@@ -131,3 +131,43 @@ def test_crop_mask_targets_agree_with_full_resolution_roi_align(crop_size):
       pixel_agree.append(np.mean(ours == ref))
   assert np.mean(ious) > (0.95 if crop_size >= 112 else 0.93)
   assert np.mean(pixel_agree) > 0.98
+
+
+def test_full_mask_targets_equal_mmdet():
+  """mask_targets="full" against mmdetection's `mask_target` (BitmapMasks
+  padded to the canvas, as its data preprocessor pads them): equal on
+  every pixel, RoIs at the image's borders included. Ours reads the masks
+  in a bucket larger than the canvas."""
+  from tests.mmdet_reference import mmdet_import
+  mask_target = mmdet_import("mmdet.structures.mask").mask_target
+  BitmapMasks = mmdet_import("mmdet.structures.mask").BitmapMasks
+  ConfigDict = mmdet_import("mmengine.config").ConfigDict
+  rng = np.random.default_rng(5)
+  h, w = 200, 250                  # the image; canvas 224 x 256
+  canvas, bucket = (224, 256), (256, 320)
+  _, instances = make_image(rng, 256, 6)
+  masks = np.stack([m[:h, :w] for _, m in instances]).astype(np.uint8)
+  masks[0, :40, :30] = 1           # one touching the top-left corner
+  masks[1, h - 20:, w - 25:] = 1   # one touching the bottom-right corner
+  rois, gt_index = [], []
+  for g, m in enumerate(masks):
+    ys, xs = np.nonzero(m)
+    box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    size = np.r_[box[2:] - box[:2], box[2:] - box[:2]]
+    jitter = rng.normal(0, 0.1, size=(12, 4)) * size
+    rois.append(np.clip(box[None] + jitter, 0, (w, h, w, h)))
+    gt_index += [g] * 12
+  rois = np.concatenate(rois).astype(np.float32)
+  gt_index = np.array(gt_index)
+  padded = np.zeros((len(masks), *canvas), np.uint8)
+  padded[:, :h, :w] = masks
+  ref = mask_target([torch.from_numpy(rois)], [torch.from_numpy(gt_index)],
+                    [BitmapMasks(padded, *canvas)],
+                    ConfigDict(mask_size=28)).numpy()
+  in_bucket = np.zeros((len(masks), *bucket), np.uint8)
+  in_bucket[:, :h, :w] = masks
+  ours = jax.jit(ops.full_mask_targets, static_argnums=4)(
+      in_bucket, np.array(canvas, np.int32), rois,
+      gt_index.astype(np.int32), 28)
+  assert ref.any() and not ref.all()
+  np.testing.assert_array_equal(np.asarray(ours), ref)

@@ -24,7 +24,8 @@ from scnet_jax import ops
 from scnet_jax.models.losses import normalizer, sigmoid_bce
 from scnet_jax.models.postprocessing import multiclass_nms
 from scnet_jax.models.roi_heads.sampling import label_and_sample_proposals
-from scnet_jax.models.structures import INSTANCE_KEYS, keys_for
+from scnet_jax.models.structures import (INSTANCE_KEYS, MASKS_KEY, Canvas,
+                                         keys_for)
 
 
 class RoIHeadsBase(nn.Module, kw_only=True):
@@ -41,7 +42,7 @@ class RoIHeadsBase(nn.Module, kw_only=True):
   # predict_boxes, predict_masks and detect give over the views; a class
   # whose predict is those steps declares TTA = True (StandardRoIHeads).
   TTA = False
-  CHOICES = {"sampler": ops.SAMPLERS}
+  CHOICES = {"sampler": ops.SAMPLERS, "mask_targets": ("crop", "full")}
 
   num_classes: int
   channels: int
@@ -67,15 +68,19 @@ class RoIHeadsBase(nn.Module, kw_only=True):
   num_roi_levels: int = 4
   aligned: bool = True
   sampling_ratio: int = 0       # 0 = mmdet's adaptive rule (exact)
-  # Mask targets (M x M, from the ground truths' crops).
+  # Mask targets (M x M): "crop" from the ground truths' box crops
+  # (data.mask_crop_size, RoIAlign at mask_target_sampling_ratio), "full"
+  # mmdetection's rule exactly, from full-resolution masks (the batch
+  # then carries gt_masks, [G, H, W] bytes per image).
   mask_size: int = 28
+  mask_targets: str = "crop"
   mask_target_sampling_ratio: int = 2
 
   @classmethod
   def train_batch_keys(cls, cfg):
     """Batch keys the loss reads."""
-    del cfg
-    return INSTANCE_KEYS
+    return INSTANCE_KEYS + ((MASKS_KEY,) if cfg.mask_targets == "full"
+                            else ())
 
   @property
   def num_pos_slots(self):
@@ -113,9 +118,15 @@ class RoIHeadsBase(nn.Module, kw_only=True):
 
   def positive_mask_targets(self, pos, gt, image_hw):
     """[B, K, M, M] binary targets of the RoIs pos.rois [B, K, 4] (clipped
-    to the image) from their ground truths' crops; targets take no
-    gradient in the boxes (MNC's boxes carry one)."""
+    to the image) from their ground truths' crops or full masks
+    (mask_targets); targets take no gradient in the boxes (MNC's boxes
+    carry one)."""
     clipped = ops.clip_boxes(jax.lax.stop_gradient(pos.rois), image_hw)
+    if self.mask_targets == "full":
+      canvas = Canvas.of(image_hw, gt.masks.shape[-2:])
+      return jax.vmap(lambda m, hw, b, gi: ops.full_mask_targets(
+          m, hw, b, gi, self.mask_size))(gt.masks, canvas.hw, clipped,
+                                         pos.gt_index)
     return jax.vmap(lambda cr, wn, b, gi: ops.mask_targets(
         cr, wn, b, gi, self.mask_size, self.mask_target_sampling_ratio))(
             gt.mask_crops, gt.mask_windows, clipped, pos.gt_index)
