@@ -1,7 +1,7 @@
 """Ours vs mmdetection 3.3 on the same accelerator (or CPU) and image: SCNet,
 HTC, Cascade Mask R-CNN with and without the semantic branch, Mask R-CNN,
 all R-50-FPN. mmdetection's models are built from the configs it ships with
-random well-conditioned weights (tests/models/test_mmdet_parity.py), ours
+random well-conditioned weights (tests/mmdet_models.py), ours
 converted from the same state dict (random ones where no conversion
 exists: our work is static-shape). Score threshold 0.001 on both sides, so
 both keep 100 detections.
@@ -135,8 +135,8 @@ def mmdet_data(model, images, gt=None):
 def mmdet_model(name, hw):
   """(mmdet model on the torch device, its numpy state dict)."""
   import torch
-  from tests.models.test_mmdet_parity import CONFIGS, _condition, _mmdet
-  mmdet = _mmdet()
+  from tests.mmdet_models import CONFIGS, condition, mmdet_module
+  mmdet = mmdet_module()
   from mmdet.registry import MODELS as REG
   from mmengine.config import Config
   _, _, family, fields = MODELS[name]
@@ -149,7 +149,7 @@ def mmdet_model(name, hw):
   torch.manual_seed(0)
   model = REG.build(cfg.model).eval()
   # Conditioned on the CPU (its weights come from a CPU generator).
-  _condition(model, *mmdet_data(model, photo(1, hw)), seed=1)
+  condition(model, *mmdet_data(model, photo(1, hw)), seed=1)
   state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
   return model.to(torch_device()), state
 
