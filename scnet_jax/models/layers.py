@@ -29,6 +29,17 @@ def torch_default_conv_init():
   return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
+def torch_uniform(fan_in):
+  """PyTorch's default init of a layer whose fan-in (as torch counts it)
+  is fan_in, for its weight and its bias alike: U(-1/sqrt(fan_in),
+  1/sqrt(fan_in))."""
+  bound = fan_in ** -0.5
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
+
+
 class ConvModule(nn.Module):
   """mmcv's ConvModule: conv -> optional GroupNorm (num_groups > 0) ->
   optional ReLU; 'same' padding for odd kernels. With a norm, mmcv drops
@@ -61,6 +72,8 @@ class ConvModule(nn.Module):
 
 class SimplifiedBasicBlock(nn.Module):
   """conv3x3 -> ReLU -> conv3x3, + identity, no final ReLU, no norm.
+  Weights and biases start at PyTorch's default, as mmdetection's block
+  leaves them.
 
   x: [..., H, W, C] -> same shape. canvas (structures.Canvas, image-level
   maps only): each conv's input is zeroed outside it.
@@ -72,6 +85,7 @@ class SimplifiedBasicBlock(nn.Module):
     c = x.shape[-1]
     conv = lambda name, y: Conv(c, (3, 3), padding=((1, 1), (1, 1)),
                                 kernel_init=torch_default_conv_init(),
+                                bias_init=torch_uniform(9 * c),
                                 dtype=self.dtype, name=name)(
                                     mask_canvas(y, canvas))
     return conv("conv2", nn.relu(conv("conv1", x))) + x
@@ -106,16 +120,23 @@ class Deconv2x2(nn.Module):
   """ConvTranspose2d(kernel 2, stride 2, padding 0) as an explicit einsum:
   out[n, 2i+a, 2j+b, o] = sum_c x[n, i, j, c] * kernel[a, b, c, o] + bias[o].
 
-  x: [N, H, W, Cin] -> [N, 2H, 2W, features].
+  x: [N, H, W, Cin] -> [N, 2H, 2W, features]. torch_init: PyTorch's
+  default init (weight and bias U(+-1/sqrt(4 features)), torch counting a
+  transposed conv's fan-in over its outputs) instead of mmcv's
+  kaiming_init (fan_out, normal, zero bias).
   """
   features: int
   dtype: Any = jnp.float32
+  torch_init: bool = False
 
   @nn.compact
   def __call__(self, x):
     cin = x.shape[-1]
-    kernel = self.param("kernel", kaiming_fan_out, (2, 2, cin, self.features))
-    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    torch_init = torch_uniform(4 * self.features)
+    kernel = self.param("kernel", torch_init if self.torch_init else
+                        kaiming_fan_out, (2, 2, cin, self.features))
+    bias = self.param("bias", torch_init if self.torch_init else
+                      nn.initializers.zeros, (self.features,))
     x = x.astype(self.dtype)
     y = jnp.einsum("nijc,abco->niajbo", x, kernel.astype(self.dtype))
     n, h, _, w, _, o = y.shape

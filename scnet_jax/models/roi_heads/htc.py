@@ -45,7 +45,8 @@ class HTCRoIHeads(CascadeRoIHeads, kw_only=True):
                     num_convs=self.mask_num_convs,
                     conv_to_res=self.mask_conv_to_res,
                     with_conv_res=self.mask_info_flow and index > 0,
-                    channels=self.channels, dtype=self.dtype)
+                    channels=self.channels, dtype=self.dtype,
+                    output_init=self.mask_output_init)
 
   def mask_losses(self, feats, stages, gt, image_hw, image_keys, ctx):
     losses = {}

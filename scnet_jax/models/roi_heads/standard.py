@@ -55,6 +55,14 @@ class StandardRoIHeads(BoxStagesBase, kw_only=True):
   # Mask head (FCNMaskHead).
   mask_num_convs: int = 4
   mask_conv_to_res: bool = False
+  # How each mask head's upsample and conv_logits start: "kaiming"
+  # (FCNMaskHead.init_weights, as mmdetection 2.x runs it for every head)
+  # or "torch" (PyTorch's defaults: mmdetection 3.3 keeps the per-stage
+  # mask heads of Cascade Mask R-CNN and HTC in a torch ModuleList that
+  # its init_weights never enters).
+  mask_output_init: str = "kaiming"
+  CHOICES = {**BoxStagesBase.CHOICES,
+             "mask_output_init": MaskHead.OUTPUT_INITS}
 
   @classmethod
   def check_config(cls, cfg):
@@ -91,7 +99,8 @@ class StandardRoIHeads(BoxStagesBase, kw_only=True):
     return MaskHead(num_classes=self.num_classes,
                     num_convs=self.mask_num_convs,
                     conv_to_res=self.mask_conv_to_res,
-                    channels=self.channels, dtype=self.dtype)
+                    channels=self.channels, dtype=self.dtype,
+                    output_init=self.mask_output_init)
 
   # ------------------------------------------------------------ entries
   def loss(self, feats, proposals, gt, canvas, image_keys):
