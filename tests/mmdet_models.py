@@ -2,7 +2,8 @@
 configs it ships, with random weights made well-conditioned on a
 photograph, and our model converted from the same state dict.
 
-Used by tests/models/test_mmdet_parity.py and bench/gpu.py.
+Used by tests/models/test_mmdet_parity.py (inference and training, the
+latter through tests/mmdet_training.py) and bench/gpu.py.
 """
 import functools
 import os

@@ -3,9 +3,11 @@ random well-conditioned weights) on one real photograph (skimage's
 astronaut at 320 x 320) padded into a larger bucket: mask logits and
 category logits of every level on the canvas (relative 1e-3), and the
 final detections after Matrix NMS (same label, score within 1e-3, mask
-IoU > 0.95 in the image); and the head at other strides than mmdet's
+IoU > 0.95 in the image); the head at other strides than mmdet's
 (`mask_head.strides`, P2 kept at its own stride 4) against mmdet's head
-with its resize of P2 left out."""
+with its resize of P2 left out; and training: the losses (relative 1e-4),
+the gradients of the neck and the head and their first SGD step (1e-2)
+on the photograph with three instances."""
 import functools
 import os
 
@@ -19,8 +21,10 @@ from scnet_jax import config_lib
 from scnet_jax.convert.core import convert_state_dict
 from scnet_jax.errors import ConfigError
 from scnet_jax.models import build_model
+from scnet_jax.ops.mask_targets import crop_instance_mask
 from scnet_jax.ops.paste import paste_image_masks
-from scnet_jax.training.state import init_variables
+from tests.mmdet_models import converted, set_backbone_statistics
+from tests.mmdet_training import ellipse_instances, our_sgd_step, sgd_step
 from tests.xla_flags import RUN
 
 SIDE = 320
@@ -47,18 +51,7 @@ def _condition(model, inputs, seed=1):
     elif isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm)):
       m.weight.data = 0.5 + torch.rand(m.weight.shape, generator=g)
       m.bias.data = torch.randn(m.bias.shape, generator=g) * 0.1
-
-  def set_stats(module, args):
-    module.running_mean.data = args[0].mean(dim=(0, 2, 3))
-    module.running_var.data = args[0].var(dim=(0, 2, 3)) + 1e-3
-
-  hooks = [m.register_forward_pre_hook(set_stats)
-           for m in model.backbone.modules()
-           if isinstance(m, torch.nn.BatchNorm2d)]
-  with torch.no_grad():
-    model.backbone(inputs)
-  for h in hooks:
-    h.remove()
+  set_backbone_statistics(model, inputs)
   head = model.mask_head
   outs = {}
   hooks = [m.register_forward_hook(lambda mod, a, o: outs.setdefault(
@@ -127,9 +120,7 @@ def ours(strides=None):
   if strides is not None:
     config.model.mask_head.strides = strides
   model = build_model(config)
-  params, stats = init_variables(model, config, 0)
-  variables, _ = convert_state_dict(state, "mmdet",
-                                    {"params": params, "batch_stats": stats})
+  variables = converted(model, config, state)
   batch = {"image": np.zeros((1, *BUCKET, 3), np.uint8),
            "image_hw": np.array([[SIDE, SIDE]], np.int32)}
   batch["image"][0, :SIDE, :SIDE] = image
@@ -212,3 +203,112 @@ def test_strides_far_from_the_levels_are_refused(strides):
   config.model.mask_head.strides = strides
   with pytest.raises(ConfigError, match=r"model.mask_head.strides\["):
     build_model(config)
+
+
+# Training instances on the photograph: (label, centre y, centre x, radius
+# y, radius x); boxes up to 200 px, under the crop side below, where the
+# crops read back the full-resolution masks exactly (ops/solo_targets.py).
+INSTANCES = ((0, 160, 150, 100, 60), (27, 60, 250, 30, 45),
+             (41, 270, 70, 25, 25))
+CROP = 256
+
+
+def _training_ground_truth():
+  """boxes [N, 4] float32, labels [N] int64, masks [N, SIDE, SIDE] uint8."""
+  return ellipse_instances((SIDE, SIDE), INSTANCES)
+
+
+def _mmdet_training():
+  """mmdetection's losses, gradients and first SGD step's parameter
+  changes ({parameter: numpy})."""
+  image, *_, model, _ = reference()
+  from mmdet.structures import DetDataSample
+  from mmdet.structures.mask import BitmapMasks
+  from mmengine.structures import InstanceData
+  boxes, labels, masks = _training_ground_truth()
+  sample = DetDataSample(metainfo=dict(
+      img_shape=(SIDE, SIDE), ori_shape=(SIDE, SIDE),
+      scale_factor=(1.0, 1.0), img_id=0))
+  sample.gt_instances = InstanceData(
+      bboxes=torch.from_numpy(boxes), labels=torch.from_numpy(labels),
+      masks=BitmapMasks(masks, SIDE, SIDE))
+  bgr = torch.from_numpy(image[:, :, ::-1].copy()).permute(2, 0, 1)
+  data = model.data_preprocessor({"inputs": [bgr], "data_samples": [sample]},
+                                 True)
+  model.train()
+  try:
+    model.zero_grad()
+    losses = model.loss(data["inputs"], data["data_samples"])
+    sum(losses.values()).backward()
+  finally:
+    model.eval()
+  grads = {k: p.grad.numpy().copy() for k, p in model.named_parameters()
+           if p.grad is not None}
+  deltas = sgd_step(model, "solo/solo_r50_fpn_1x_coco.py")
+  model.zero_grad()
+  return {k: float(v.detach()) for k, v in losses.items()}, grads, deltas
+
+
+def _our_training(state):
+  """Our losses, the gradients of every parameter after the backbone (a
+  bucket equal to the image) and the converted variables."""
+  image = reference()[0]
+  # mmdetection's solo_r50_fpn_1x_coco, its learning rate included.
+  config = config_lib.solo_1x()
+  config.data.update(max_instances=8, mask_crop_size=CROP)
+  model = build_model(config)
+  variables = converted(model, config, state)
+  boxes, labels, masks = _training_ground_truth()
+  g, n = config.data.max_instances, len(labels)
+  batch = {"image": image[None], "image_hw": np.array([[SIDE, SIDE]],
+                                                       np.int32),
+           "gt_boxes": np.zeros((1, g, 4), np.float32),
+           "gt_labels": np.zeros((1, g), np.int32),
+           "gt_valid": (np.arange(g) < n)[None],
+           "gt_mask_crops": np.zeros((1, g, CROP, CROP), np.uint8),
+           "gt_mask_windows": np.zeros((1, g, 4), np.float32)}
+  batch["gt_boxes"][0, :n] = boxes
+  batch["gt_labels"][0, :n] = labels
+  for i, (m, b) in enumerate(zip(masks, boxes)):
+    batch["gt_mask_crops"][0, i], batch["gt_mask_windows"][0, i] = \
+        crop_instance_mask(m, b, CROP)
+  backbone = variables["params"]["backbone"]
+  others = {k: v for k, v in variables["params"].items() if k != "backbone"}
+
+  @jax.jit
+  def step(others, b):
+    def total(others):
+      v = {**variables, "params": {**others, "backbone": backbone}}
+      terms = model.apply(v, b, method=model.loss,
+                          rngs={"sample": jax.random.PRNGKey(0)})
+      return sum(terms.values()), terms
+    return jax.grad(total, has_aux=True)(others)
+
+  grads, terms = step(others, batch)
+  return {k: float(v) for k, v in terms.items()}, grads, variables, config
+
+
+def test_training_equals_mmdet():
+  ref_terms, ref_grads, ref_deltas = _mmdet_training()
+  state = reference()[1]
+  terms, grads, variables, config = _our_training(state)
+  assert sorted(terms) == sorted(ref_terms)
+  for k in terms:
+    assert abs(terms[k] - ref_terms[k]) < 1e-4 * abs(ref_terms[k]), k
+  print("solo losses", {k: terms[k] / ref_terms[k] - 1 for k in terms})
+  # mmdetection's gradients and first SGD step converted into our layout,
+  # per part.
+  deltas = our_sgd_step(config, variables, grads)
+  for name, ours, ref in (("gradients", grads, ref_grads),
+                          ("SGD step", deltas, ref_deltas)):
+    full = {k: ref.get(k, np.zeros_like(v)) for k, v in state.items()}
+    theirs, _ = convert_state_dict(full, "mmdet", variables)
+    errors = {}
+    for part in ours:
+      a = np.concatenate([np.ravel(x) for x in jax.tree.leaves(ours[part])])
+      b = np.concatenate([np.ravel(x) for x in
+                          jax.tree.leaves(theirs["params"][part])])
+      assert np.abs(b).max() > 0, (name, part)
+      errors[part] = _rel(a, b)
+    print("solo", name, errors)
+    assert max(errors.values()) < 1e-2, (name, errors)
