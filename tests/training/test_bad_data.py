@@ -2,6 +2,7 @@
 line, exit code 2, before anything compiles; or trained on with every
 skipped entry and image named."""
 import json
+import os
 
 import jax
 import numpy as np
@@ -11,10 +12,12 @@ from PIL import Image
 from scnet_jax.errors import DataError
 from scnet_jax.training.loop import train
 from tests.helpers import run_command, tiny_config
-from tests.training.test_resume import _params, _train
+from tests.training.test_resume import ROOT, _params, _train
 
 
-def _dataset(tmp_path, num_images, sizes=None, **fields):
+def _dataset(tmp_path, num_images, sizes=None, num_categories=1, **fields):
+  """A COCO-format dataset of num_images with one box each, image i's of
+  category 1 + i % num_categories."""
   d = tmp_path / "images"
   d.mkdir(exist_ok=True)
   images, anns = [], []
@@ -25,12 +28,14 @@ def _dataset(tmp_path, num_images, sizes=None, **fields):
     arr[10:40, 10 + i:50 + i] = 200
     Image.fromarray(arr).save(d / name)
     images.append({"id": i + 1, "file_name": name, "height": 64, "width": 80})
-    anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1,
+    anns.append({"id": i + 1, "image_id": i + 1,
+                 "category_id": 1 + i % num_categories,
                  "iscrowd": 0, "bbox": [10 + i, 10, 40, 30], "area": 1200,
                  "segmentation": [[10 + i, 10, 50 + i, 10, 50 + i, 40,
                                    10 + i, 40]]})
   data = dict(images=images, annotations=anns,
-              categories=[{"id": 1, "name": "box"}], **fields)
+              categories=[{"id": k + 1, "name": f"box{k + 1}"}
+                          for k in range(num_categories)], **fields)
   ann = tmp_path / "ann.json"
   ann.write_text(json.dumps(data))
   return str(ann), str(d), data
@@ -120,18 +125,26 @@ def test_empty_dataset_is_one_line_and_exit_2(tmp_path):
 
 
 def test_faulty_dataset_trains_and_names_what_it_skipped(tmp_path):
+  """The tiny SCNet on a user's five-class dataset without stuff maps:
+  model.num_classes=5 sets every head's class count (the thing-only
+  semantic head's too)."""
   # 4 images of one bucket, 2 steps of 2: each is drawn once.
-  ann, d, data = _dataset(tmp_path, 4, sizes={"2.png": (40, 40)})
+  ann, d, data = _dataset(tmp_path, 4, sizes={"2.png": (40, 40)},
+                          num_categories=5)
   data["annotations"] += [
+      {"id": 9, "image_id": 1, "category_id": 5, "iscrowd": 0,
+       "bbox": [50, 40, 20, 20], "area": 400,
+       "segmentation": [[50, 40, 70, 40, 70, 60, 50, 60]]},
       {"id": 10, "image_id": 1, "category_id": 1, "iscrowd": 0,
        "bbox": [5, 5, -3, 10], "area": 30, "segmentation": [[1, 1, 5, 5]]},
       {"id": 11, "image_id": 2, "category_id": 1, "iscrowd": 0,
        "bbox": [5, 5, 20, 10], "area": 200, "segmentation": []}]
   (tmp_path / "ann.json").write_text(json.dumps(data))
   p = _train(tmp_path / "run", 2, "--config.data.source=coco",
-             "--config.model.num_classes=1",
+             "--config.model.num_classes=5",
              f"--config.data.train.ann_file={ann}",
-             f"--config.data.train.image_dir={d}")
+             f"--config.data.train.image_dir={d}",
+             config=os.path.join(ROOT, "configs", "scnet_tiny_shapes.py"))
   assert "Traceback" not in p.stderr
   out = p.stdout
   assert (f"warning: {ann}: 1 boxes under one pixel skipped (annotation ids "

@@ -41,8 +41,9 @@ def _env():
               PYTHONPATH=ROOT)
 
 
-def _train(workdir, steps, *extra, check=True):
-  p = subprocess.run(_args(workdir, steps, *extra), capture_output=True,
+def _train(workdir, steps, *extra, check=True, config=CONFIG):
+  p = subprocess.run(_args(workdir, steps, *extra, config=config),
+                     capture_output=True,
                      text=True, env=_env(), cwd=ROOT)
   if check and p.returncode:
     raise AssertionError(p.stdout + p.stderr)
