@@ -135,13 +135,10 @@ def mmdet_data(model, images, gt=None):
 def mmdet_model(name, hw):
   """(mmdet model on the torch device, its numpy state dict)."""
   import torch
-  from tests.mmdet_models import CONFIGS, condition, mmdet_module
-  mmdet = mmdet_module()
-  from mmdet.registry import MODELS as REG
-  from mmengine.config import Config
+  from tests.mmdet_models import CONFIGS, condition, mmdet_config
   _, _, family, fields = MODELS[name]
-  cfg = Config.fromfile(os.path.join(os.path.dirname(mmdet.__file__),
-                                     ".mim", "configs", CONFIGS[family]))
+  cfg = mmdet_config(CONFIGS[family])
+  from mmdet.registry import MODELS as REG
   cfg.model.backbone.init_cfg = None
   cfg.model.test_cfg.rcnn.score_thr = SCORE_THR
   for k, v in fields.items():

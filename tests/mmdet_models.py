@@ -127,15 +127,21 @@ def _test_pipeline(cfg):
   return {"inputs": [out["inputs"]], "data_samples": [out["data_samples"]]}
 
 
+def mmdet_config(path):
+  """mmdetection's config file `path` (relative to the configs it ships,
+  e.g. CONFIGS[family]), loaded by mmengine."""
+  mmdet = mmdet_module()
+  from mmengine.config import Config
+  return Config.fromfile(os.path.join(os.path.dirname(mmdet.__file__),
+                                      ".mim", "configs", path))
+
+
 @functools.lru_cache(maxsize=None)
 def reference(family):
   """(mmdet model, its preprocessed inputs, data samples, numpy state
   dict), cached per family."""
-  mmdet = mmdet_module()
+  cfg = mmdet_config(CONFIGS[family])
   from mmdet.registry import MODELS
-  from mmengine.config import Config
-  cfg = Config.fromfile(os.path.join(os.path.dirname(mmdet.__file__),
-                                     ".mim", "configs", CONFIGS[family]))
   cfg.model.backbone.init_cfg = None
   torch.manual_seed(0)
   model = MODELS.build(cfg.model)

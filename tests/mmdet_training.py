@@ -41,7 +41,8 @@ from scnet_jax.models import resolve_model
 from scnet_jax.data.resize import resize_image
 from scnet_jax.models.structures import GroundTruth, Proposals
 from scnet_jax.training import optim
-from tests.mmdet_models import CONFIGS, our_model, photograph, reference
+from tests.mmdet_models import (CONFIGS, mmdet_config, our_model, photograph,
+                                reference)
 from tests.xla_flags import RUN
 
 HW = (256, 384)
@@ -159,13 +160,9 @@ def sgd_step(model, config):
   float64, so the changes (~1e-7 at the warm-up's first rate) are not
   rounded to float32 parameters' resolution; the model's parameters are
   restored (as float32, exactly)."""
-  import os
-  from mmengine.config import Config
   from mmengine.optim import build_optim_wrapper
   from mmengine.registry import PARAM_SCHEDULERS
-  import mmdet
-  cfg = Config.fromfile(os.path.join(os.path.dirname(mmdet.__file__),
-                                     ".mim", "configs", config))
+  cfg = mmdet_config(config)
   model.double()
   wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
   for sched in cfg.param_scheduler:
@@ -268,12 +265,12 @@ def run_ours(family, mmdet_proposals):
               proposals=boxes, variables=variables, config=c)
 
 
-def part_groups(family, tree, mmdet_arrays, variables):
+def part_groups(state, tree, mmdet_arrays, variables):
   """{group: (ours, theirs)}: per-parameter arrays (gradients, steps) of
   our params-like `tree` and mmdetection's {parameter: numpy}, theirs
-  converted into our layout (that of `variables`), flattened per group; a
-  group is a part after the backbone, split per head."""
-  _, _, _, state = reference(family)
+  converted into our layout (that of `variables`, from mmdetection's
+  state dict `state`), flattened per group; a group is a part after the
+  backbone, split per head."""
   full = {k: mmdet_arrays.get(k, np.zeros_like(v))
           for k, v in state.items()}
   converted, _ = convert_state_dict(full, "mmdet", variables)

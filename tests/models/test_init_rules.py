@@ -7,8 +7,6 @@ of Cascade Mask R-CNN and HTC at), and SCNet's SimplifiedBasicBlock
 (PyTorch's defaults, biases included). Compared: each parameter's
 standard deviation (within four standard errors), its largest magnitude
 (a uniform init's bound) and whether it is zero."""
-import os
-
 import jax
 import numpy as np
 import pytest
@@ -16,18 +14,15 @@ import torch
 
 from scnet_jax.models.layers import SimplifiedBasicBlock
 from scnet_jax.models.roi_heads.mask_head import MaskHead
-from tests.mmdet_models import CONFIGS, mmdet_module
+from tests.mmdet_models import CONFIGS, mmdet_config
 
 
 def _mmdet_roi_head(family):
   """mmdetection's RoI head of `family`, built from its config and
   initialised by its own init_weights()."""
-  mmdet = mmdet_module()
+  cfg = mmdet_config(CONFIGS[family])
   from mmdet.registry import MODELS
-  from mmengine.config import Config
   from mmengine.logging import MMLogger
-  cfg = Config.fromfile(os.path.join(os.path.dirname(mmdet.__file__),
-                                     ".mim", "configs", CONFIGS[family]))
   torch.manual_seed(0)
   head = MODELS.build(cfg.model.roi_head)
   MMLogger.get_current_instance().setLevel("WARNING")
